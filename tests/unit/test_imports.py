@@ -1,0 +1,34 @@
+"""The pure modules and the CLI's start-up must not import the heavy runtime."""
+
+import subprocess
+import sys
+
+HEAVY = ("vllm", "torch", "ray", "deepspeed", "transformers")
+
+
+def test_pure_modules_do_not_import_runtime_libraries():
+    code = (
+        "import sys\n"
+        "import selfalign.config, selfalign.generation, selfalign.models, selfalign.cli\n"
+        "selfalign.cli.build_parser()  # imports every command module\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_cli_help_is_fast_and_lists_commands():
+    out = subprocess.run(
+        [sys.executable, "-m", "selfalign", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "generate" in out.stdout
+
+
+def test_cli_config_error_exits_2_with_a_message():
+    out = subprocess.run(
+        [sys.executable, "-m", "selfalign", "generate", "sampling.max_tokens=-1"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert "sampling.max_tokens" in out.stderr
