@@ -11,6 +11,7 @@ from selfalign.config import ConfigError
 # `selfalign --help` does not import ray or vllm.
 COMMANDS = {
     "generate": "selfalign.commands.generate",
+    "train": "selfalign.commands.train",
 }
 
 
