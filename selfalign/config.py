@@ -276,3 +276,67 @@ def load_ray_config(path: str | os.PathLike | None = None) -> RayConfig:
 
 def config_to_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class StageJobConfig(_Strict):
+    """Shared by the resumable engine stages (backtranslate, curate)."""
+
+    model: str = Field(DEFAULT_MODEL, description="Model reference (see selfalign.models).")
+    input: str | None = Field(
+        None, description="Input rows: JSONL/Parquet file, directory or glob."
+    )
+    output: str = Field(..., description="Stage output directory (local or object store).")
+    id_column: str = Field("id", description="Unique, stable row id: the resume key.")
+    profile: str = "local"
+    ray_config: str | None = None
+    ray_address: str | None = None
+    vllm: VLLMSettings = VLLMSettings()
+    limit: int | None = Field(None, ge=1, description="Process only the first N input rows.")
+
+
+class BacktranslateConfig(StageJobConfig):
+    """``selfalign backtranslate``: the backward model writes one instruction per segment."""
+
+    output: str = "runs/backtranslate"
+    text_column: str = Field("text", description="Segment text column of the input.")
+    # The paper's self-augmentation sampling: temperature 0.7, top-p 0.9.
+    sampling: SamplingSettings = SamplingSettings(temperature=0.7, top_p=0.9, max_tokens=96)
+
+
+class SelectionSettings(_Strict):
+    """Which scored pairs are kept. Thresholds combine; ``top_n`` applies after them."""
+
+    min_score: int | None = Field(
+        5, ge=1, le=5, description="Keep pairs whose (argmax) score >= this; the paper's A5 = 5."
+    )
+    min_expected: float | None = Field(
+        None, ge=1, le=5, description="Keep pairs whose expected score >= this (e.g. 4.5)."
+    )
+    top_n: int | None = Field(None, ge=1, description="Then keep the N best by expected score.")
+
+
+class CurateConfig(StageJobConfig):
+    """``selfalign curate``: the current model rates each pair on the 5-point rubric."""
+
+    output: str = "runs/curate"
+    mode: Literal["logprobs", "generate"] = Field(
+        "logprobs",
+        description="logprobs: read P('1'..'5') after 'Score:' (never unparseable); "
+        "generate: reasoning then 'Score: N', parsed.",
+    )
+    scorer_recipe: Literal["seed", "curated"] = Field(
+        "seed",
+        description="The recipe the scoring model was trained with (seed: M0 or a base "
+        "instruct model; curated: M1+), so it is prompted as it was trained.",
+    )
+    logprobs_top_k: int = Field(20, ge=5, le=100)
+    score_prefix: str | None = Field(
+        None,
+        description="logprobs mode: the reply pre-fill before the digit; None = detect from "
+        "the scorer's tokenizer ('Score: ' when the space is its own token, else 'Score:').",
+    )
+    sampling: SamplingSettings = SamplingSettings(temperature=0.0, max_tokens=256)
+    selection: SelectionSettings = SelectionSettings()

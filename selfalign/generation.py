@@ -229,7 +229,12 @@ def prepare_request(
         out[PRE_ERROR] = None
     except Exception as err:  # noqa: BLE001 - any failure becomes this row's error
         out["prompt"] = _MIN_PROMPT_FOR_INVALID_ROW
-        out["sampling_params"] = merge_sampling({}, None, operation="generate", logprobs_top_k=1)
+        # Same operation settings as the valid rows: every sampling field must have the
+        # same null pattern in all rows (see derived_seed for why), so only the values
+        # that are never null are changed for this trivial request.
+        out["sampling_params"] = merge_sampling(
+            {}, None, operation=operation, logprobs_top_k=logprobs_top_k
+        )
         out["sampling_params"].update(max_tokens=1, seed=0)
         out[PRE_ERROR] = f"invalid row: {err}"
     return out

@@ -48,9 +48,17 @@ def _tokenizer(model_path: str):
 
 
 def render_chat(model_path: str, messages: list[dict[str, str]]) -> str:
-    """Render messages with the model's own chat template, ready for the reply."""
+    """Render messages with the model's own chat template, ready for the reply.
+
+    A final assistant message is a pre-filled start of the reply (e.g. "Score:"): the
+    template leaves that turn open so the model continues it.
+    """
+    prefilled = messages[-1]["role"] == "assistant"
     return _tokenizer(model_path).apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True
+        messages,
+        tokenize=False,
+        add_generation_prompt=not prefilled,
+        continue_final_message=prefilled,
     )
 
 

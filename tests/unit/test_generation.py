@@ -201,3 +201,26 @@ def test_seed_is_never_null_and_is_stable_per_prompt():
     )["sampling_params"]["seed"]
     assert other_run not in (a, 1)  # the run seed feeds the derivation, not every row
     assert prepare({})["sampling_params"]["seed"] == 0  # invalid rows too: never null
+
+
+@pytest.mark.parametrize("operation", ["generate", "logprobs"])
+def test_valid_and_invalid_requests_have_the_same_null_pattern(operation):
+    # Ray Data stores rows as Arrow between stages: a field that is null in some rows and
+    # an int in others comes back as float, which kills vLLM's engine core. So within one
+    # run, every sampling field is either always null or never null.
+    rows = [
+        {"prompt": "ok"},
+        {"prompt": "ok", "sampling_params": {"seed": 3, "max_tokens": 2}},
+        {"prompt": None},
+        {"prompt": "x", "sampling_params": {"temperature": -1}},
+    ]
+    patterns = {
+        tuple(
+            sorted(
+                (k, v is None)
+                for k, v in prepare(r, operation=operation)["sampling_params"].items()
+            )
+        )
+        for r in rows
+    }
+    assert len(patterns) == 1

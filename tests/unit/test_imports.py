@@ -32,3 +32,19 @@ def test_cli_config_error_exits_2_with_a_message():
     )
     assert out.returncode == 2
     assert "sampling.max_tokens" in out.stderr
+
+
+def test_cli_overrides_are_accepted_after_options_and_junk_is_rejected():
+    out = subprocess.run(
+        [sys.executable, "-m", "selfalign", "generate", "--limit", "2", "sampling.max_tokens=0"],
+        capture_output=True,
+        text=True,
+    )
+    # Parsed as an override (then rejected by validation), not as an unknown argument.
+    assert out.returncode == 2 and "sampling.max_tokens" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "selfalign", "generate", "--limit", "2", "--bogus"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "unrecognized arguments: --bogus" in out.stderr

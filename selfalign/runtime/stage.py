@@ -1,0 +1,182 @@
+"""Resumable stages: stream a dataset through a transform into Parquet shards, exactly once.
+
+Layout of a stage's output directory::
+
+    data/                    one row per input id (accepted and rejected alike)
+    rejects/                 the rows with a ``reject_reason``, for inspection
+    _checkpoint/             Ray Data's row-level checkpoint (ids already written)
+    _selfalign_config.yaml   the resolved config
+    _manifest.json           status (running/complete), counts, reject reasons
+
+Exactly-once rests on Ray Data's checkpointing for file sinks: each write task records
+its ids as a *pending* checkpoint, writes its shard, then commits; on restart, ids whose
+shard is committed are filtered out of the input and uncommitted leftovers are cleaned.
+So a crash anywhere (driver or engine actor) followed by the same command ends with
+exactly one row per input id. A completed stage is skipped; a run with a different
+config refuses to resume into the same directory rather than mix two configs' rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow.fs as pafs
+from pydantic import BaseModel
+
+from selfalign.config import RESOLVED_CONFIG_NAME, config_to_yaml
+from selfalign.runtime import io
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "_manifest.json"
+# A short reason code per rejected row (details, e.g. an engine error, go to
+# ``reject_detail``), so that counts per reason stay readable.
+REJECT_COLUMN = "reject_reason"
+
+
+class StageConflict(RuntimeError):
+    """The output directory belongs to a run with another config."""
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def read_manifest(output: str) -> dict[str, Any] | None:
+    filesystem, path = io.filesystem_for(_join(output, MANIFEST_NAME))
+    if filesystem.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        return json.loads(stream.read().decode())
+
+
+def fingerprint(config: BaseModel, ignore: tuple[str, ...] = ()) -> str:
+    """What must match for a rerun to continue the same work (paths and limits excluded)."""
+    import hashlib
+
+    data = config.model_dump(mode="json", exclude=set(ignore))
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fixed_input(source: str, output: str, limit: int | None):
+    """The stage's input rows; with ``limit``, a fixed subset materialised once.
+
+    Ray Data filters checkpointed ids right after the read, so ``read().limit(N)`` would
+    take N *new* rows on every resume. The first N rows are written to ``_input/`` once
+    and every run reads them from there.
+    """
+    if not limit:
+        return io.read_rows(source)
+    staged = _join(output, "_input")
+    marker = _join(staged, "_COMPLETE")
+    filesystem, marker_path = io.filesystem_for(marker)
+    if filesystem.get_file_info(marker_path).type != pafs.FileType.File:
+        io.clear_output(staged)
+        io.read_rows(source, limit=limit).write_parquet(staged)
+        io.write_text(marker, f"{source} limit={limit}\n")
+    return io.read_rows(staged)
+
+
+def run_stage(
+    name: str,
+    dataset,
+    transform: Callable[[Any], Any],
+    output: str,
+    config: BaseModel,
+    *,
+    id_column: str = "id",
+    overwrite: bool = False,
+    fingerprint_ignore: tuple[str, ...] = ("output", "ray_address", "profile", "ray_config"),
+) -> dict[str, Any]:
+    """Run ``transform(dataset)`` into ``output`` resumably; returns the manifest."""
+    from ray.data.checkpoint import CheckpointConfig
+
+    key = fingerprint(config, fingerprint_ignore)
+    manifest = read_manifest(output)
+    if manifest and overwrite:
+        io.clear_output(output)
+        manifest = None
+    if manifest:
+        if manifest.get("fingerprint") != key:
+            raise StageConflict(
+                f"{output} holds a {manifest.get('stage')} run with a different config "
+                f"(fingerprint {manifest.get('fingerprint')} != {key}); pass --overwrite "
+                "or choose another --output"
+            )
+        if manifest.get("status") == "complete":
+            log.info("%s: already complete in %s, skipping", name, output)
+            return manifest
+        log.info("%s: resuming the interrupted run in %s", name, output)
+
+    started = time.time()
+    io.write_text(_join(output, RESOLVED_CONFIG_NAME), config_to_yaml(config))
+    io.write_json(
+        _join(output, MANIFEST_NAME),
+        {"stage": name, "status": "running", "fingerprint": key, "started": started},
+    )
+    result = transform(dataset)
+    # A Dataset plans with the DataContext it captured when it was created, so the
+    # checkpoint config goes on this dataset's own context, not the global one.
+    result.context.checkpoint_config = CheckpointConfig(
+        id_column=id_column,
+        checkpoint_path=_join(output, "_checkpoint"),
+        # Kept: a completed stage is recognised by its manifest, and the checkpoint is
+        # what makes a crash during the rejects pass below still resumable.
+        delete_checkpoint_on_success=False,
+    )
+    result.write_parquet(_join(output, "data"))
+
+    counts = _finalise(output, id_column)
+    manifest = {
+        "stage": name,
+        "status": "complete",
+        "fingerprint": key,
+        "started": started,
+        "finished": time.time(),
+        **counts,
+    }
+    io.write_json(_join(output, MANIFEST_NAME), manifest)
+    return manifest
+
+
+def _finalise(output: str, id_column: str) -> dict[str, Any]:
+    """Count the shards, check ids are unique, and copy rejected rows to ``rejects/``."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    filesystem, data_path = io.filesystem_for(_join(output, "data"))
+    dataset = pads.dataset(data_path, filesystem=filesystem, format="parquet")
+    ids = dataset.to_table(columns=[id_column]).column(id_column)
+    rows = len(ids)
+    distinct = pc.count_distinct(ids).as_py()
+    if distinct != rows:
+        # Would mean a broken exactly-once guarantee or duplicate input ids: say so loudly.
+        raise RuntimeError(f"{output}: {rows} rows but {distinct} distinct ids in data/")
+    reasons: Counter[str] = Counter()
+    rejected = 0
+    if REJECT_COLUMN in dataset.schema.names:
+        column = dataset.to_table(columns=[REJECT_COLUMN]).column(REJECT_COLUMN)
+        reasons.update(column.drop_null().to_pylist())
+        rejected = sum(reasons.values())
+        _, rejects_path = io.filesystem_for(_join(output, "rejects"))
+        if filesystem.get_file_info(rejects_path).type == pafs.FileType.Directory:
+            filesystem.delete_dir_contents(rejects_path)
+        rejects = dataset.filter(pc.field(REJECT_COLUMN).is_valid())
+        pads.write_dataset(
+            rejects,
+            rejects_path,
+            filesystem=filesystem,
+            format="parquet",
+            existing_data_behavior="overwrite_or_ignore",
+        )
+    return {
+        "rows": rows,
+        "accepted": rows - rejected,
+        "rejected": rejected,
+        "reject_reasons": dict(sorted(reasons.items())),
+    }
