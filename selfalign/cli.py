@@ -14,6 +14,7 @@ COMMANDS = {
     "backtranslate": "selfalign.commands.backtranslate",
     "curate": "selfalign.commands.curate",
     "train": "selfalign.commands.train",
+    "ingest": "selfalign.commands.ingest",
 }
 
 
