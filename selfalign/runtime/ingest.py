@@ -20,7 +20,6 @@ shuffle by uid needs nothing more and also picks the one reason reported per rem
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -39,7 +38,7 @@ from selfalign.ingest.schema import (
     SEED_SCHEMA,
     SEGMENT_SCHEMA,
 )
-from selfalign.runtime.io import InputError, filesystem_for
+from selfalign.runtime.io import filesystem_for, list_files
 
 log = logging.getLogger(__name__)
 
@@ -76,42 +75,12 @@ def expand_sources(inputs: list[str], limit: int | None = None) -> tuple[list[di
     excepted), so a binary or unknown file in a corpus directory becomes a reject instead of
     vanishing. Globs match with ``fnmatch`` under their fixed prefix.
     """
-    import fnmatch
-
     rows: list[dict] = []
     filesystems: list[pafs.FileSystem] = []
     for uri in inputs:
-        filesystem, path = filesystem_for(uri)
+        filesystem, files = list_files(uri)
         filesystems.append(filesystem)
         index = len(filesystems) - 1
-        if any(ch in path for ch in "*?["):
-            base = path
-            while any(ch in base for ch in "*?["):
-                base = posixpath.dirname(base)
-            infos = filesystem.get_file_info(
-                pafs.FileSelector(base, recursive=True, allow_not_found=True)
-            )
-            files = [
-                i.path
-                for i in infos
-                if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)
-            ]
-        else:
-            info = filesystem.get_file_info(path)
-            if info.type == pafs.FileType.NotFound:
-                raise InputError(f"input not found: {uri}")
-            if info.type == pafs.FileType.Directory:
-                infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
-                files = [
-                    i.path
-                    for i in infos
-                    if i.type == pafs.FileType.File
-                    and not posixpath.basename(i.path).startswith((".", "_"))
-                ]
-            else:
-                files = [path]
-        if not files:
-            raise InputError(f"no input files match {uri}")
         rows.extend(
             {"path": f, "source": _uri(filesystem, uri, f), "fs": index} for f in sorted(files)
         )

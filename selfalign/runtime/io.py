@@ -38,14 +38,19 @@ def row_format(path: str) -> str | None:
     return None
 
 
-def expand_input(uri: str) -> tuple[pafs.FileSystem, list[str], str]:
-    """Expand a file, directory or glob into ``(filesystem, files, format)``."""
+def list_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The files of a file, a directory or a glob, sorted; any filesystem.
+
+    Directories are walked recursively, skipping hidden and ``_``-prefixed names (side
+    files such as ``_selfalign_config.yaml``, checkpoints). Globs match with ``fnmatch``
+    under their fixed prefix, where ``*`` also crosses ``/``.
+    """
     filesystem, path = filesystem_for(uri)
     if any(ch in path for ch in "*?["):
         base = path
         while any(ch in base for ch in "*?["):
             base = posixpath.dirname(base)
-        selector = pafs.FileSelector(base, recursive="**" in path, allow_not_found=True)
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
         files = [
             info.path
             for info in filesystem.get_file_info(selector)
@@ -61,14 +66,18 @@ def expand_input(uri: str) -> tuple[pafs.FileSystem, list[str], str]:
                 i.path
                 for i in filesystem.get_file_info(selector)
                 if i.type == pafs.FileType.File
-                and row_format(i.path)
                 and not posixpath.basename(i.path).startswith(("_", "."))
             ]
         else:
             files = [path]
-    files.sort()
     if not files:
         raise InputError(f"no input files match {uri}")
+    return filesystem, sorted(files)
+
+
+def expand_input(uri: str) -> tuple[pafs.FileSystem, list[str], str]:
+    """Row files (JSONL or Parquet, one format) of a file, directory or glob."""
+    filesystem, files = list_files(uri)
     formats = {row_format(f) for f in files}
     if None in formats:
         unknown = [f for f in files if row_format(f) is None][:3]
