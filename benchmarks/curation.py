@@ -57,6 +57,11 @@ headings (600-3,000 characters) and the JSON says so.
 
     .venv/bin/python benchmarks/curation.py            # writes benchmarks/results/curation.json
     .venv/bin/python benchmarks/curation.py --segments 20 --generate-subset 8 --output /tmp/c.json
+
+On a shared machine a long run can be interrupted: ``--resume-dir DIR`` keeps each finished
+system's result and a rerun of the same command reuses it (matched by its input data and
+settings); the JSON lists those systems under ``resumed_systems``, each system's figures
+always come from one uninterrupted job, and ``finished_at`` says when.
 """
 
 from __future__ import annotations
@@ -310,6 +315,8 @@ def run_bt_hf(args, model_path: str, segments: list[dict]) -> dict:
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
             for text, seg in zip(texts, segments[i : i + bs], strict=True):
                 accepted += clean_instruction(text, seg["text"])[0] is not None
+            done, elapsed = min(i + bs, len(prompts)), time.perf_counter() - gen_start
+            print(f"[bt-hf] {done}/{len(prompts)} rows, {elapsed:.0f} s", file=sys.stderr)
     gen = time.perf_counter() - gen_start
     return {
         "wall_s": load + gen,
@@ -459,20 +466,45 @@ _PASSED += ("matmul_n", "matmul_repeats")
 _DETAIL_KEYS = ("instructions", "scores", "argmax_scores", "examples")
 
 
-def run_child(system: str, args: argparse.Namespace, model_path: str, data_file: str) -> dict:
+def run_child(
+    system: str, args: argparse.Namespace, model_path: str, data_file: str, label: str = ""
+) -> dict:
+    label = label or system
     cmd = [sys.executable, __file__, "--child", system, "--model-path", model_path]
     cmd += ["--data-file", data_file]
     for key in _PASSED:
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    print(f"[bench] running {system} ...", flush=True)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
-        raise SystemExit(f"{system} failed (exit {proc.returncode})")
+    saved = None
+    if args.resume_dir:  # a finished system's result, from an interrupted earlier process
+        digest = hashlib.sha256(Path(data_file).read_bytes())
+        digest.update(json.dumps([getattr(args, k) for k in _PASSED]).encode())
+        saved = Path(args.resume_dir) / f"{label}.{digest.hexdigest()[:16]}.json"
+        if saved.exists():
+            result = json.loads(saved.read_text())
+            result["resumed"] = True
+            print(f"[bench] {label}: reusing {saved}", flush=True)
+            return result
+    print(f"[bench] running {label} ... ({time.strftime('%H:%M:%S')})", flush=True)
+    if args.log_dir:  # the child's output as it runs, for long runs
+        log = Path(args.log_dir) / f"{system}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as sink:
+            code = subprocess.run(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT).returncode
+        stdout = stderr = log.read_text()
+    else:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if code != 0 or not lines:
+        sys.stderr.write(stdout[-3000:] + stderr[-5000:])
+        raise SystemExit(f"{system} failed (exit {code})")
     result = json.loads(lines[-1][len("RESULT ") :])
+    result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(result))
     summary = {k: v for k, v in result.items() if k not in _DETAIL_KEYS}
-    print(f"[bench] {system}: {summary}", flush=True)
+    print(f"[bench] {label}: {summary}", flush=True)
     return result
 
 
@@ -566,6 +598,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--corpus-dir", help="reuse an existing `selfalign ingest corpus` output")
     parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--log-dir", help="write each system's output to LOG_DIR/<system>.log")
+    parser.add_argument(
+        "--resume-dir",
+        help="keep each finished system's result here and reuse it when the same command is "
+        "rerun after an interruption (the JSON lists the reused systems)",
+    )
     parser.add_argument("--child", choices=SYSTEMS, dest="system")
     parser.add_argument("--model-path")
     parser.add_argument("--data-file")
@@ -608,9 +646,9 @@ def main() -> None:
         sub_file = _write_data(Path(tmp) / "subset.json", pairs=subset, prefix=score_prefix)
         results["curate-logprobs"] = run_child("curate-logprobs", args, model_path, all_file)
         results["curate-generate"] = run_child("curate-generate", args, model_path, sub_file)
-        matmul_before = run_child("matmul", args, model_path, all_file)
+        matmul_before = run_child("matmul", args, model_path, all_file, "matmul-before")
         results["prefill"] = run_child("prefill", args, model_path, all_file)
-        matmul_after = run_child("matmul", args, model_path, all_file)
+        matmul_after = run_child("matmul", args, model_path, all_file, "matmul-after")
 
     from selfalign.backtranslation import request_row
     from selfalign.curation import request_messages
@@ -723,6 +761,15 @@ def main() -> None:
             "loadavg_at_start": [round(x, 2) for x in load_start],
             "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         },
+        "resumed_systems": sorted(
+            name
+            for name, res in {
+                **results,
+                "matmul-before": matmul_before,
+                "matmul-after": matmul_after,
+            }.items()
+            if res.get("resumed")
+        ),
         "elapsed_s": round(time.time() - started, 1),
         "date": time.strftime("%Y-%m-%d"),
     }
