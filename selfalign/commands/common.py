@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from selfalign.config import ConfigError
+
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML job config; flags and overrides apply on top.")
@@ -87,10 +89,12 @@ def run_engine_stage(
     from selfalign.runtime import io
     from selfalign.runtime.cluster import ensure_ray
     from selfalign.runtime.engine import EngineSpec, run_engine
-    from selfalign.runtime.stage import fixed_input, run_stage
+    from selfalign.runtime.stage import check_resumable, fixed_input, run_stage
 
     if not config.input:
-        raise SystemExit(f"selfalign {name}: --input is required")
+        raise ConfigError(f"selfalign {name}: --input is required")
+    ignore = ("output", "ray_address", "profile", "ray_config", "selection")
+    check_resumable(config.output, config, overwrite=overwrite, fingerprint_ignore=ignore)
     profile = load_ray_config(config.ray_config).profile(config.profile)
     model = resolve_model(config.model)
     ensure_ray(profile, config.ray_address)
@@ -120,5 +124,5 @@ def run_engine_stage(
         config,
         id_column=config.id_column,
         overwrite=overwrite,
-        fingerprint_ignore=("output", "ray_address", "profile", "ray_config", "selection"),
+        fingerprint_ignore=ignore,
     )

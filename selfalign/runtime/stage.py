@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from pydantic import BaseModel
 
-from selfalign.config import RESOLVED_CONFIG_NAME, config_to_yaml
+from selfalign.config import RESOLVED_CONFIG_NAME, ConfigError, config_to_yaml
 from selfalign.runtime import io
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ MANIFEST_NAME = "_manifest.json"
 REJECT_COLUMN = "reject_reason"
 
 
-class StageConflict(RuntimeError):
-    """The output directory belongs to a run with another config."""
+class StageConflict(ConfigError):
+    """The output directory belongs to a run with another config (exit status 2)."""
 
 
 def _join(base: str, *parts: str) -> str:
@@ -61,6 +61,28 @@ def fingerprint(config: BaseModel, ignore: tuple[str, ...] = ()) -> str:
 
     data = config.model_dump(mode="json", exclude=set(ignore))
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_resumable(
+    output: str,
+    config: BaseModel,
+    *,
+    overwrite: bool,
+    fingerprint_ignore: tuple[str, ...] = ("output", "ray_address", "profile", "ray_config"),
+) -> dict[str, Any] | None:
+    """Refuse early (before Ray starts or any input is read) an output that holds another
+    config's run; returns its manifest, or None when the stage starts afresh."""
+    manifest = read_manifest(output)
+    if manifest is None or overwrite:
+        return None
+    key = fingerprint(config, fingerprint_ignore)
+    if manifest.get("fingerprint") != key:
+        raise StageConflict(
+            f"{output} holds a {manifest.get('stage')} run with a different config "
+            f"(fingerprint {manifest.get('fingerprint')} != {key}); pass --overwrite "
+            "or choose another --output"
+        )
+    return manifest
 
 
 def fixed_input(source: str, output: str, limit: int | None):
@@ -102,12 +124,7 @@ def run_stage(
         io.clear_output(output)
         manifest = None
     if manifest:
-        if manifest.get("fingerprint") != key:
-            raise StageConflict(
-                f"{output} holds a {manifest.get('stage')} run with a different config "
-                f"(fingerprint {manifest.get('fingerprint')} != {key}); pass --overwrite "
-                "or choose another --output"
-            )
+        check_resumable(output, config, overwrite=False, fingerprint_ignore=fingerprint_ignore)
         if manifest.get("status") == "complete":
             log.info("%s: already complete in %s, skipping", name, output)
             return manifest
