@@ -78,6 +78,8 @@ def select(output: str, selection: SelectionSettings) -> dict:
     filesystem, data_path = io.filesystem_for(f"{base}/data")
     # Exists even when nothing passes: an empty selection is a result, not an error.
     filesystem.create_dir(io.filesystem_for(f"{base}/selected")[1], recursive=True)
+    if not io.list_output_files(f"{base}/data"):
+        return {"selected": 0, "selection": selection.model_dump()}
     expr = pc.field("reject_reason").is_null()
     if selection.min_score is not None:
         expr &= pc.field("score") >= selection.min_score
@@ -86,7 +88,7 @@ def select(output: str, selection: SelectionSettings) -> dict:
     if selection.top_n is None:
         # A streaming filter: never holds the scored set in memory.
         _, selected_path = io.filesystem_for(f"{base}/selected")
-        dataset = pads.dataset(data_path, filesystem=filesystem, format="parquet")
+        dataset = io.parquet_dataset(f"{base}/data")
         pads.write_dataset(
             dataset.filter(expr),
             selected_path,

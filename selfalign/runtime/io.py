@@ -124,3 +124,24 @@ def clear_output(uri: str) -> None:
     filesystem, path = filesystem_for(uri)
     if filesystem.get_file_info(path).type == pafs.FileType.Directory:
         filesystem.delete_dir_contents(path)
+
+
+def parquet_dataset(uri: str):
+    """A directory of Parquet shards as one ``pyarrow.dataset`` with a unified schema.
+
+    A shard whose rows are all null in a column (a batch where every row was rejected)
+    stores that column as Arrow's null type; reading with the first shard's schema would
+    then fail on the others ("Unsupported cast from int64 to null"), so the schemas of
+    all shards are unified first (null promotes to the other shards' type).
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    filesystem, path = filesystem_for(uri)
+    files = list_output_files(uri)
+    if not files:
+        return pads.dataset(pa.table({}), schema=pa.schema([]))
+    schemas = [pq.read_schema(f, filesystem=filesystem) for f in files]
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    return pads.dataset(files, filesystem=filesystem, format="parquet", schema=schema)

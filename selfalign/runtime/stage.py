@@ -167,7 +167,12 @@ def _finalise(output: str, id_column: str) -> dict[str, Any]:
     import pyarrow.dataset as pads
 
     filesystem, data_path = io.filesystem_for(_join(output, "data"))
-    dataset = pads.dataset(data_path, filesystem=filesystem, format="parquet")
+    if not io.list_output_files(_join(output, "data")):
+        # Nothing to write (every input row was skipped upstream): an empty result, which
+        # later steps read as such, not a missing directory.
+        filesystem.create_dir(data_path, recursive=True)
+        return {"rows": 0, "accepted": 0, "rejected": 0, "reject_reasons": {}}
+    dataset = io.parquet_dataset(_join(output, "data"))
     ids = dataset.to_table(columns=[id_column]).column(id_column)
     rows = len(ids)
     distinct = pc.count_distinct(ids).as_py()

@@ -31,3 +31,18 @@ def test_glob_and_errors(tmp_path):
     (tmp_path / "z.parquet").write_bytes(b"x")
     with pytest.raises(InputError, match="mixes"):
         expand_input(str(tmp_path))
+
+
+def test_parquet_shards_with_an_all_null_column_read_as_one_dataset(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from selfalign.runtime.io import parquet_dataset
+
+    # A shard where every row was rejected stores its token counts as the null type.
+    pq.write_table(pa.table({"id": ["a"], "tokens": pa.array([None])}), tmp_path / "0.parquet")
+    pq.write_table(pa.table({"id": ["b"], "tokens": pa.array([7])}), tmp_path / "1.parquet")
+    table = parquet_dataset(str(tmp_path)).to_table()
+    assert table.schema.field("tokens").type == pa.int64()
+    assert sorted(table.column("tokens").to_pylist(), key=str) == [7, None]
+    assert parquet_dataset(str(tmp_path / "missing")).to_table().num_rows == 0
