@@ -102,11 +102,52 @@ class TrainResources(_Strict):
     )
 
 
+class ServeResources(_Strict):
+    """Ray Serve replicas of the scoring service (``selfalign serve``), each one vLLM engine.
+
+    Serve's autoscaler keeps ``target_ongoing_requests`` in flight per replica between
+    ``min_replicas`` and ``max_replicas``; ``max_ongoing_requests`` caps what one replica
+    accepts, and must stay well above 1 so that the engine batches concurrent requests.
+    """
+
+    min_replicas: int = Field(1, ge=0, description="Autoscaling floor (0 = scale to zero).")
+    max_replicas: int = Field(1, ge=1, description="Autoscaling ceiling.")
+    target_ongoing_requests: float = Field(
+        16, gt=0, description="Requests in flight per replica that the autoscaler aims for."
+    )
+    max_ongoing_requests: int = Field(
+        64, ge=1, description="Most requests one replica handles at once (the engine batches them)."
+    )
+    cpus_per_replica: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica.")
+    gpus_per_replica: float = Field(0.0, ge=0, description="GPUs per replica (1 on a GPU node).")
+    omp_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for the engine (CPU only); default: cpus_per_replica rounded up.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeResources:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})"
+            )
+        if self.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError(
+                f"target_ongoing_requests ({self.target_ongoing_requests}) > "
+                f"max_ongoing_requests ({self.max_ongoing_requests})"
+            )
+        return self
+
+
 class ResourceProfile(_Strict):
     device: Literal["cpu", "cuda"] = "cpu"
     ray_init: RayInit = RayInit()
     stages: dict[str, StageResources] = Field(default_factory=dict)
     train: TrainResources | None = Field(None, description="Ray Train resources (selfalign train).")
+    serve: ServeResources = Field(
+        default_factory=ServeResources, description="Ray Serve replicas (selfalign serve)."
+    )
 
     def stage(self, name: str) -> StageResources:
         if name in self.stages:
@@ -340,3 +381,74 @@ class CurateConfig(StageJobConfig):
     )
     sampling: SamplingSettings = SamplingSettings(temperature=0.0, max_tokens=256)
     selection: SelectionSettings = SelectionSettings()
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class ServeLimits(_Strict):
+    """Bounds on what one request may carry (larger requests get HTTP 413)."""
+
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    max_batch: int = Field(64, ge=1, description="Most pairs (or segments) in one request.")
+    max_field_chars: int = Field(
+        16_000, ge=16, description="Longest instruction, response or segment text (characters)."
+    )
+    max_id_chars: int = Field(256, ge=1, description="Longest client-supplied row id.")
+
+
+class ServeConfig(_Strict):
+    """``selfalign serve``: the current model as a Ray Serve scoring service.
+
+    Scoring and backtranslation use the batch stages' own defaults (``CurateConfig`` and
+    ``BacktranslateConfig``), so an endpoint score equals the ``selfalign curate`` score
+    of the same pair.
+    """
+
+    model: str = Field(DEFAULT_MODEL, description="Model reference (see selfalign.models).")
+    backward_model: str | None = Field(
+        None,
+        description="Backward model for /v1/backtranslate: a second deployment; None = the "
+        "current model's own engine.",
+    )
+    model_pointer: str | None = Field(
+        None,
+        description="Pointer file written by selfalign.serving.publish_model (local or object "
+        "store); when it exists it names the current model, and replicas switch when it changes.",
+    )
+    backward_pointer: str | None = Field(
+        None, description="Pointer file for the backward model (publish_model(role='backward'))."
+    )
+    poll_interval_s: float = Field(5.0, gt=0, description="How often replicas read the pointer.")
+    drain_timeout_s: float = Field(
+        300.0, gt=0, description="After a switch, how long the old engine may finish its requests."
+    )
+    host: str = Field("127.0.0.1", description="HTTP bind address (0.0.0.0 for a cluster).")
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = Field("/", description="Serve route prefix of the application.")
+    app_name: str = Field("selfalign", description="Serve application name.")
+    token: str | None = Field(
+        None,
+        repr=False,
+        description="Bearer token; default: $SELFALIGN_SERVE_TOKEN (prefer the env var: a "
+        "token in a file or on the command line is easy to leak).",
+    )
+    open: bool = Field(False, description="Serve without authentication (explicit opt-in).")
+    profile: str = "local"
+    ray_config: str | None = None
+    ray_address: str | None = None
+    scorer_recipe: Literal["seed", "curated"] = CurateConfig.model_fields["scorer_recipe"].default
+    logprobs_top_k: int = Field(CurateConfig.model_fields["logprobs_top_k"].default, ge=5, le=100)
+    score_prefix: str | None = Field(
+        None, description="As in CurateConfig: None = detect from the scorer's tokenizer."
+    )
+    scoring_sampling: SamplingSettings = CurateConfig.model_fields["sampling"].default
+    backtranslate_sampling: SamplingSettings = BacktranslateConfig.model_fields["sampling"].default
+    vllm: VLLMSettings = VLLMSettings()
+    limits: ServeLimits = ServeLimits()
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeConfig:
+        if not self.route_prefix.startswith("/"):
+            raise ValueError(f"route_prefix must start with '/', got {self.route_prefix!r}")
+        return self
