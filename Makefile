@@ -8,8 +8,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.selfalign-installed
 EXTRA ?= cpu
 PYTEST_ARGS ?=
+# Container images for clusters (docker/, cluster/): IMAGE_REPO is where you push them,
+# e.g. make images push-images IMAGE_REPO=123456789012.dkr.ecr.us-west-2.amazonaws.com/selfalign
+DOCKER ?= docker
+IMAGE_REPO ?= selfalign
 
-.PHONY: venv demo test test-unit lint format bench clean-cache
+.PHONY: venv demo test test-unit lint format bench clean-cache images push-images
 
 venv: $(STAMP)
 
@@ -26,8 +30,11 @@ $(STAMP): pyproject.toml
 	-$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	@touch $@
 
+# The whole loop on the embedded default (rerun to continue an interrupted run;
+# DEMO_ARGS=--overwrite starts over). Prints where the report is at the end.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(VENV)/bin/selfalign generate --config jobs/configs/generate_demo.yaml --overwrite
+	$(VENV)/bin/selfalign run humback --config jobs/configs/humback_demo.yaml $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -48,3 +55,13 @@ bench: $(STAMP)
 
 clean-cache:
 	rm -rf $${SELFALIGN_CACHE:-$$HOME/.cache/selfalign}
+
+# Both images install the project from this checkout with pyproject.toml's pins:
+# :cpu (head node, CPU workers) and :gpu (CUDA vLLM workers). No venv needed.
+images:
+	$(DOCKER) build -f docker/Dockerfile.cpu -t $(IMAGE_REPO):cpu .
+	$(DOCKER) build -f docker/Dockerfile.gpu -t $(IMAGE_REPO):gpu .
+
+push-images:
+	$(DOCKER) push $(IMAGE_REPO):cpu
+	$(DOCKER) push $(IMAGE_REPO):gpu

@@ -15,6 +15,8 @@ COMMANDS = {
     "curate": "selfalign.commands.curate",
     "train": "selfalign.commands.train",
     "ingest": "selfalign.commands.ingest",
+    "serve": "selfalign.commands.serve",
+    "run": "selfalign.commands.run",
 }
 
 

@@ -93,6 +93,7 @@ def run_engine_stage(
 
     if not config.input:
         raise ConfigError(f"selfalign {name}: --input is required")
+    config = config.model_copy(update={"output": io.absolute(config.output)})
     ignore = ("output", "ray_address", "profile", "ray_config", "selection")
     check_resumable(config.output, config, overwrite=overwrite, fingerprint_ignore=ignore)
     profile = load_ray_config(config.ray_config).profile(config.profile)

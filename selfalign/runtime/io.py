@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import posixpath
 from typing import Any
 
@@ -97,6 +98,14 @@ def read_rows(uri: str, *, limit: int | None = None):
     else:
         ds = ray.data.read_json(files, filesystem=filesystem, file_extensions=None)
     return ds.limit(limit) if limit else ds
+
+
+def absolute(uri: str) -> str:
+    """A local path made absolute (URIs unchanged): Ray Data's checkpoints and Ray Train's
+    storage refuse relative paths, and workers may run in another directory."""
+    if "://" in uri:
+        return uri.rstrip("/")
+    return os.path.abspath(os.path.expanduser(uri))
 
 
 def write_text(uri: str, text: str) -> None:

@@ -118,6 +118,7 @@ def run_stage(
     """Run ``transform(dataset)`` into ``output`` resumably; returns the manifest."""
     from ray.data.checkpoint import CheckpointConfig
 
+    output = io.absolute(output)
     key = fingerprint(config, fingerprint_ignore)
     manifest = read_manifest(output)
     if manifest and overwrite:

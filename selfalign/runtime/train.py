@@ -242,7 +242,7 @@ def train(config: TrainConfig, profile: ResourceProfile, *, overwrite: bool = Fa
     ):
         raise ConfigError("lora.load_in_4bit (QLoRA) needs device cuda and zero_stage 2")
 
-    output = _absolute(config.output)
+    output = io.absolute(config.output)
     ensure_ray(profile, config.ray_address)
     model = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model.path)
@@ -427,12 +427,6 @@ def worker_env(device: str, resources_: TrainResources) -> dict[str, str]:
         threads = resources_.omp_threads or max(1, math.ceil(resources_.cpus_per_worker))
         env["OMP_NUM_THREADS"] = str(threads)
     return env
-
-
-def _absolute(uri: str) -> str:
-    if "://" in uri:
-        return uri.rstrip("/")
-    return os.path.abspath(os.path.expanduser(uri))
 
 
 # --------------------------------------------------------------------------- worker

@@ -46,3 +46,11 @@ def test_parquet_shards_with_an_all_null_column_read_as_one_dataset(tmp_path):
     assert table.schema.field("tokens").type == pa.int64()
     assert sorted(table.column("tokens").to_pylist(), key=str) == [7, None]
     assert parquet_dataset(str(tmp_path / "missing")).to_table().num_rows == 0
+
+
+def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
+    from selfalign.runtime.io import absolute
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute("runs/a") == str(tmp_path / "runs" / "a")
+    assert absolute("s3://bucket/runs/a/") == "s3://bucket/runs/a"
