@@ -90,6 +90,15 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
     }
     if settings.max_num_batched_tokens:
         kwargs["max_num_batched_tokens"] = settings.max_num_batched_tokens
+    if spec.device == "cpu":
+        # vLLM 0.32's CPU runner crashes its engine core ("CPU Generator does not use
+        # offset") when a chunked prefill discards the sampled token of a request that
+        # has its own seed, and Ray Data then retries the batch forever. Every sampled
+        # request here has a seed, so on CPU a prompt is always prefilled in one step:
+        # the step budget must then hold the longest prompt.
+        kwargs["enable_chunked_prefill"] = False
+        if settings.max_model_len and not settings.max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = max(2048, settings.max_model_len)
     if spec.device == "cuda":
         kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
         if resources.tensor_parallel_size > 1:
