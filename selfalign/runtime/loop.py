@@ -187,7 +187,7 @@ def _ingest_seed(step: Step, **_: Any) -> dict:
     stats = run_seed(step.config)
     if not stats["balance"]["ok"]:
         raise RuntimeError(f"seed ingestion counts do not add up: {stats['balance']}")
-    return {**stats, "pairs_out": stats.get("pairs_out", _count(f"{step.output}/pairs"))}
+    return stats
 
 
 def _ingest_corpus(step: Step, **_: Any) -> dict:
@@ -196,7 +196,7 @@ def _ingest_corpus(step: Step, **_: Any) -> dict:
     stats = run_corpus(step.config)
     if not stats["balance"]["ok"]:
         raise RuntimeError(f"corpus ingestion counts do not add up: {stats['balance']}")
-    return {**stats, "segments_out": stats.get("segments_out", _count(f"{step.output}/segments"))}
+    return stats
 
 
 def _count(uri: str) -> int:
