@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
@@ -34,9 +33,15 @@ def test_same_config_resumes_other_config_is_refused(tmp_path):
     assert issubclass(StageConflict, ConfigError)  # the CLI's exit status 2
 
 
-def test_cli_refuses_before_starting_ray(tmp_path, capsys):
+def test_cli_refuses_before_starting_ray(tmp_path, capsys, monkeypatch):
     from selfalign.cli import main
+    from selfalign.runtime import cluster, stage
 
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the conflict must be refused before Ray starts or input is read")
+
+    monkeypatch.setattr(cluster, "ensure_ray", must_not_run)
+    monkeypatch.setattr(stage, "fixed_input", must_not_run)
     out = tmp_path / "bt"
     _manifest(out, "0123456789abcdef")
     rows = tmp_path / "rows.jsonl"
@@ -44,6 +49,3 @@ def test_cli_refuses_before_starting_ray(tmp_path, capsys):
     code = main(["backtranslate", "--input", str(rows), "--output", str(out)])
     assert code == 2
     assert "different config" in capsys.readouterr().err
-    # The refusal came before the stage imported Ray's runtime or read the input.
-    ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized()
