@@ -10,6 +10,7 @@ def test_pure_modules_do_not_import_runtime_libraries():
     code = (
         "import sys\n"
         "import selfalign.config, selfalign.generation, selfalign.models, selfalign.cli\n"
+        "import selfalign.humback, selfalign.report, selfalign.curation, selfalign.serving\n"
         "selfalign.cli.build_parser()  # imports every command module\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
     )
