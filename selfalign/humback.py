@@ -206,9 +206,7 @@ def plan(config: HumbackConfig) -> list[Step]:
         "ray_address": config.ray_address,
     }
     steps: list[Step] = []
-
-    def add(step: Step) -> None:
-        steps.append(step)
+    add = steps.append
 
     add(
         Step(

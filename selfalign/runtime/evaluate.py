@@ -27,18 +27,9 @@ def default_prompts() -> list[str]:
     return [json.loads(line)["prompt"] for line in path.read_text().splitlines() if line.strip()]
 
 
-def evaluate(
-    *,
-    model: str,
-    heldout: list[dict],
-    recipe: str,
-    source: str | None,
-    prompts: list[str] | None,
-    max_new_tokens: int,
-    max_seq_len: int,
-    profile,
-) -> dict[str, Any]:
-    """Run :func:`evaluate_local` as a Ray task sized by the profile's ``evaluate`` stage."""
+def evaluate(*, profile, **settings: Any) -> dict[str, Any]:
+    """Run :func:`evaluate_local` (same ``settings``) as a Ray task sized by the profile's
+    ``evaluate`` stage."""
     import ray
 
     stage = profile.stage("evaluate")
@@ -48,19 +39,7 @@ def evaluate(
         num_gpus=stage.gpus_per_actor if profile.device == "cuda" else 0,
         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
     )
-    return ray.get(
-        task.remote(
-            model=model,
-            heldout=heldout,
-            recipe=recipe,
-            source=source,
-            prompts=prompts,
-            max_new_tokens=max_new_tokens,
-            max_seq_len=max_seq_len,
-            device=profile.device,
-            threads=threads,
-        )
-    )
+    return ray.get(task.remote(**settings, device=profile.device, threads=threads))
 
 
 def evaluate_local(

@@ -295,18 +295,8 @@ def _mix(step: Step, **_: Any) -> dict:
 def _evaluate(step: Step, *, profile, **_: Any) -> dict:
     from selfalign.runtime.evaluate import evaluate
 
-    settings = step.config
-    heldout = read_table(settings["heldout"]).to_pylist()
-    result = evaluate(
-        model=settings["model"],
-        heldout=heldout,
-        recipe=settings["recipe"],
-        source=settings["source"],
-        prompts=settings["prompts"],
-        max_new_tokens=settings["max_new_tokens"],
-        max_seq_len=settings["max_seq_len"],
-        profile=profile,
-    )
+    heldout = read_table(step.config["heldout"]).to_pylist()
+    result = evaluate(profile=profile, **{**step.config, "heldout": heldout})
     io.write_json(step.output, result)
     return {k: v for k, v in result.items() if k != "samples"}
 
