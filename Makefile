@@ -42,9 +42,12 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
+# ruff, then the import contract (pyproject's [tool.importlinter]: layers point down, pure
+# modules import no runtime library).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check selfalign jobs tests benchmarks
 	$(VENV)/bin/ruff format --check selfalign jobs tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format selfalign jobs tests benchmarks

@@ -3,8 +3,8 @@
 Same embedded model, same real segments, one run (each system in its own subprocess):
 
 Backtranslation (self-augmentation), rows/s:
-  (a) bt-engine — ``selfalign.runtime.engine.run_engine`` over a Ray Dataset of
-                  ``selfalign.backtranslation.request_row(segment)`` rows (local profile,
+  (a) bt-engine — ``selfalign.engine.processor.run_engine`` over a Ray Dataset of
+                  ``selfalign.stages.backtranslate.rows.request_row(segment)`` rows (local profile,
                   stage ``backtranslate``), then ``backtranslation.finish_row``;
   (b) bt-hf     — transformers batched ``generate`` (the reference reimplementation's
                   approach): left padding, batches of ``--hf-batch-size`` in input order,
@@ -165,8 +165,9 @@ def fallback_instruction(segment: dict) -> str:
 
 
 def _spec(model_path: str, stage: str, operation: str, sampling: dict, vllm: dict | None = None):
-    from selfalign.config import SamplingSettings, VLLMSettings, load_ray_config
-    from selfalign.runtime.engine import EngineSpec
+    from selfalign.core.resources import load_ray_config
+    from selfalign.engine.config import SamplingSettings, VLLMSettings
+    from selfalign.engine.processor import EngineSpec
 
     profile = load_ray_config().profile("local")
     return profile, EngineSpec(
@@ -180,11 +181,12 @@ def _spec(model_path: str, stage: str, operation: str, sampling: dict, vllm: dic
 
 
 def bt_sampling(args) -> dict:
-    from selfalign.backtranslation import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+    from selfalign.stages.backtranslate.config import BacktranslateConfig
 
+    paper = BacktranslateConfig.model_fields["sampling"].default  # the paper's T 0.7, top-p 0.9
     return {
-        "temperature": DEFAULT_TEMPERATURE,
-        "top_p": DEFAULT_TOP_P,
+        "temperature": paper.temperature,
+        "top_p": paper.top_p,
         "max_tokens": args.bt_max_tokens,
         "ignore_eos": True,
     }
@@ -205,8 +207,8 @@ def _run_rows(profile, spec, build_rows, finish, columns: list[str]) -> tuple[li
     (request building, Ray start, engine start-up and the run)."""
     import ray
 
-    from selfalign.runtime.cluster import ensure_ray
-    from selfalign.runtime.engine import run_engine
+    from selfalign.core.cluster import ensure_ray
+    from selfalign.engine.processor import run_engine
 
     started = time.perf_counter()
     rows = build_rows()
@@ -231,7 +233,7 @@ def _no_chunked_prefill_on_cpu() -> None:
     patches the driver's ``engine_kwargs`` (``build_engine`` reads it there) for this
     benchmark process only; the JSON records it under ``settings``.
     """
-    from selfalign.runtime import engine
+    from selfalign.engine import processor as engine
 
     base = engine.engine_kwargs
 
@@ -246,7 +248,7 @@ def _no_chunked_prefill_on_cpu() -> None:
 
 
 def run_bt_engine(args, model_path: str, segments: list[dict]) -> dict:
-    from selfalign.backtranslation import finish_row, request_row
+    from selfalign.stages.backtranslate.rows import finish_row, request_row
 
     def finish(row):  # the stage's finish_row, keeping the engine's token counts
         out = finish_row(row)
@@ -280,8 +282,8 @@ def run_bt_hf(args, model_path: str, segments: list[dict]) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfalign.backtranslation import clean_instruction, request_row
-    from selfalign.runtime.engine import render_chat
+    from selfalign.engine.processor import render_chat
+    from selfalign.stages.backtranslate.rows import clean_instruction, request_row
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(args.seed)
@@ -330,15 +332,15 @@ def run_bt_hf(args, model_path: str, segments: list[dict]) -> dict:
 
 
 def _pairs_rows(pairs: list[dict], mode: str, score_prefix: str) -> list[dict]:
-    from selfalign.curation import request_row
+    from selfalign.stages.curate.rows import request_row
 
     return [
-        request_row(p, mode=mode, scorer_recipe="seed", score_prefix=score_prefix) for p in pairs
+        request_row(p, mode=mode, scorer_format="seed", score_prefix=score_prefix) for p in pairs
     ]
 
 
 def run_curate(args, model_path: str, pairs: list[dict], mode: str, score_prefix: str) -> dict:
-    from selfalign.curation import finish_row
+    from selfalign.stages.curate.rows import finish_row
 
     def finish(row):
         out = finish_row(row, mode=mode)
@@ -377,7 +379,7 @@ def run_curate(args, model_path: str, pairs: list[dict], mode: str, score_prefix
 
 def run_prefill(args, model_path: str, pairs: list[dict], score_prefix: str) -> dict:
     """Bare vLLM prefill of (c)'s prompts (``max_tokens=1``), with (c)'s engine settings."""
-    from selfalign.runtime.engine import engine_env, engine_kwargs, render_chat
+    from selfalign.engine.processor import engine_env, engine_kwargs, render_chat
 
     _, spec = _spec(model_path, "curate", "logprobs", **curate_settings(args, "logprobs"))
     os.environ.update(engine_env(spec))  # the same threads / KV cache the engine actors get
@@ -518,7 +520,7 @@ def _finite(value: float | None) -> float | None:
 
 
 def _agreement(logprobs: dict, generate: dict, subset_ids: list[str]) -> dict:
-    from selfalign.curation import spearman
+    from selfalign.stages.curate.rows import spearman
 
     both = [
         (logprobs["scores"][i], generate["scores"][i], logprobs["argmax_scores"][i])
@@ -612,9 +614,9 @@ def main() -> None:
         child(args)
         return
 
-    from selfalign.commands.curate import detect_score_prefix
-    from selfalign.models import resolve_model
-    from selfalign.runtime.engine import render_chat
+    from selfalign.core.models import resolve_model
+    from selfalign.engine.processor import render_chat
+    from selfalign.stages.curate.stage import detect_score_prefix
 
     started = time.time()
     load_start = os.getloadavg()
@@ -650,8 +652,8 @@ def main() -> None:
         results["prefill"] = run_child("prefill", args, model_path, all_file)
         matmul_after = run_child("matmul", args, model_path, all_file, "matmul-after")
 
-    from selfalign.backtranslation import request_row
-    from selfalign.curation import request_messages
+    from selfalign.stages.backtranslate.rows import request_row
+    from selfalign.stages.curate.rows import request_messages
 
     bt_prompts = [render_chat(model_path, request_row(s)["messages"]) for s in segments]
     cur_prompts = [
@@ -712,7 +714,7 @@ def main() -> None:
                 "top_k": 20,
                 "score_prefix": score_prefix,
                 "prefix_caching": True,
-                "scorer_recipe": "seed",
+                "scorer_format": "seed",
                 "rows": len(pairs),
             },
             "curate_generate": {

@@ -2,7 +2,7 @@
 
 Same embedded model, same prompts, same number of output tokens, in one run:
 
-  (a) engine  — ``selfalign.runtime.engine.run_engine`` over a Ray Dataset (local profile);
+  (a) engine  — ``selfalign.engine.processor.run_engine`` over a Ray Dataset (local profile);
   (b) vllm    — one ``vllm.LLM.generate`` call over all prompts;
   (c) hf      — transformers batched ``generate`` with left padding (the reference
                 reimplementation's approach), prompts in input order.
@@ -79,8 +79,9 @@ def build_prompts(model_path: str, count: int, seed: int) -> list[str]:
 
 def engine_spec(model_path: str, max_tokens: int):
     """The spec both (a) and (b) use: identical vLLM settings and CPU environment."""
-    from selfalign.config import SamplingSettings, VLLMSettings, load_ray_config
-    from selfalign.runtime.engine import EngineSpec
+    from selfalign.core.resources import load_ray_config
+    from selfalign.engine.config import SamplingSettings, VLLMSettings
+    from selfalign.engine.processor import EngineSpec
 
     profile = load_ray_config().profile("local")
     return profile, EngineSpec(
@@ -95,8 +96,8 @@ def engine_spec(model_path: str, max_tokens: int):
 def run_engine_system(model_path: str, prompts: list[str], max_tokens: int) -> dict:
     import ray
 
-    from selfalign.runtime.cluster import ensure_ray
-    from selfalign.runtime.engine import run_engine
+    from selfalign.core.cluster import ensure_ray
+    from selfalign.engine.processor import run_engine
 
     profile, spec = engine_spec(model_path, max_tokens)
     started = time.perf_counter()
@@ -112,7 +113,7 @@ def run_engine_system(model_path: str, prompts: list[str], max_tokens: int) -> d
 
 
 def run_vllm_system(model_path: str, prompts: list[str], max_tokens: int) -> dict:
-    from selfalign.runtime.engine import engine_env, engine_kwargs
+    from selfalign.engine.processor import engine_env, engine_kwargs
 
     _, spec = engine_spec(model_path, max_tokens)
     os.environ.update(engine_env(spec))  # the same threads / KV cache the engine actors get
@@ -218,7 +219,7 @@ def main() -> None:
         child(args)
         return
 
-    from selfalign.models import resolve_model
+    from selfalign.core.models import resolve_model
 
     model_path = resolve_model(MODEL_REF).path
     prompts = build_prompts(model_path, args.prompts, args.seed)

@@ -102,9 +102,9 @@ def run_one(corpus: Path, documents: int, output: Path) -> dict:
     """One size in this process: start Ray, run the pipeline, report time and memory."""
     import ray
 
-    from selfalign.config import build_config
-    from selfalign.ingest.config import CorpusIngestConfig
-    from selfalign.runtime import ingest
+    from selfalign.core.config import build_config
+    from selfalign.stages.ingest import pipeline as ingest
+    from selfalign.stages.ingest.config import CorpusIngestConfig
 
     shards = sorted(corpus.glob("part-*.warc.gz"))[: -(-documents // SHARD_DOCS)]
     with MemorySampler() as sampler:

@@ -2,9 +2,9 @@
 
 Same model (embedded SmolLM2-135M-Instruct), same pairs, same engine class, one run:
 
-  (a) inprocess — ``selfalign.runtime.serve.ModelRunner`` (the class every Serve replica
+  (a) inprocess — ``selfalign.serving.runner.ModelRunner`` (the class every Serve replica
                   holds) called directly from an asyncio load generator: no HTTP, no Serve;
-  (b) http      — ``selfalign.runtime.serve.build_app`` on a local Ray cluster (profile
+  (b) http      — ``selfalign.serving.app.build_app`` on a local Ray cluster (profile
                   ``local``: one replica, 1 CPU reserved, 2 engine threads), called over
                   real HTTP with a bearer token by ``C`` client threads (one keep-alive
                   ``requests.Session`` each).
@@ -84,7 +84,7 @@ def summary(latencies: list[float], wall: float, failures: int) -> dict:
 
 
 def config():
-    from selfalign.config import ServeConfig
+    from selfalign.serving.config import ServeConfig
 
     return ServeConfig(model=MODEL_REF, token=TOKEN)
 
@@ -172,10 +172,11 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from selfalign.config import load_ray_config
-    from selfalign.models import resolve_model
-    from selfalign.runtime.cluster import ensure_ray
-    from selfalign.runtime.serve import ModelRunner, build_app
+    from selfalign.core.cluster import ensure_ray
+    from selfalign.core.models import resolve_model
+    from selfalign.core.resources import load_ray_config
+    from selfalign.serving.app import build_app
+    from selfalign.serving.runner import ModelRunner
 
     resolve_model(MODEL_REF)  # convert once, outside the timed systems
     load_start = os.getloadavg()

@@ -1,6 +1,6 @@
 """Training throughput: sequence packing vs per-example padding, and ZeRO-2 vs ZeRO-3.
 
-Three runs of ``selfalign.runtime.train.train`` in one Ray session, same model, same
+Three runs of ``selfalign.training.driver.train`` in one Ray session, same model, same
 examples in the same order (the step plan is seeded), 2 CPU workers (local profile):
 
   (a) packing, ZeRO-2   — the default;
@@ -8,7 +8,7 @@ examples in the same order (the step plan is seeded), 2 CPU workers (local profi
                            (consecutive examples of the shuffle, no length bucketing);
   (c) packing, ZeRO-3   — parameters partitioned too (all-gathered per layer).
 
-Data: the embedded seed set (``selfalign/data/seed_pairs.jsonl``, seed recipe); with
+Data: the embedded seed set (``selfalign/data/seed_pairs.jsonl``, seed chat format); with
 ``--data standin`` (or when the seed set is missing) a stand-in with an oasst1-like
 long-tailed length distribution is generated, and the result says so. Figure per run: *real* (non-padding) tokens per second of training
 step time, first step excluded (warm-up), read from the run's ``metrics.jsonl``; both
@@ -39,7 +39,7 @@ RUNS = (
 
 def seed_rows(directory: Path, data: str) -> tuple[str, str]:
     """(path to the training rows, description of where they came from)."""
-    from selfalign.runtime.train import seed_pairs_path
+    from selfalign.core.embedded import seed_pairs_path
 
     path = seed_pairs_path()
     if data == "seed" and Path(path).is_file():
@@ -124,10 +124,11 @@ def main() -> None:
 
     import ray
 
-    from selfalign.config import build_config, load_ray_config
-    from selfalign.models import resolve_model
-    from selfalign.runtime.train import train
+    from selfalign.core.config import build_config
+    from selfalign.core.models import resolve_model
+    from selfalign.core.resources import load_ray_config
     from selfalign.training.config import TrainConfig
+    from selfalign.training.driver import train
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_path = resolve_model(args.model).path
@@ -138,7 +139,7 @@ def main() -> None:
         data, data_note = seed_rows(Path(tmp), args.data)
         for name, packing, stage in RUNS:
             overrides = {
-                "recipe": "seed",
+                "chat_format": "seed",
                 "model": model_path,
                 "input": data,
                 "output": f"{tmp}/{name}",

@@ -30,13 +30,13 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
     """The tiny random Llama (real tokenizer and chat template), built once and cached."""
-    from selfalign.models import resolve_model
+    from selfalign.core.models import resolve_model
 
     return resolve_model("embedded:tiny-random-llama").path
 
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
-    from selfalign.models import resolve_model
+    from selfalign.core.models import resolve_model
 
     return resolve_model("embedded:smollm2-135m-instruct").path

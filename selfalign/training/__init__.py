@@ -1,30 +1,9 @@
-"""Supervised fine-tuning for the self-alignment loop: the pure parts.
+"""Fine-tuning on Ray Train + DeepSpeed.
 
-* ``recipes``  — what each model is trained on (backward, seed, curated) and the
-  source-tag system prompts: ``conversation_for`` / ``prompt_messages``, shared with scoring;
-* ``labels``   — token ids and assistant-only loss masks, built message by message;
-* ``packing``  — the per-step plan (which examples, which worker) and packed/padded batches;
-* ``schedule`` — steps by data size, batch size, learning rate at a step (the paper's defaults);
-* ``config``   — ``TrainConfig``.
-
-The Ray Train + DeepSpeed runtime lives in ``selfalign.runtime.train``. No module here
-imports torch, ray or transformers at import time.
+Pure parts (no torch/ray at import): ``config`` (``TrainConfig``), ``packing`` (the per-step
+plan: which examples, which worker), ``schedule`` (the paper's steps, batch size and
+learning rate). Runtime parts: ``data`` (read and tokenise rows), ``objectives`` (the
+loss behind one interface: SFT today), ``batches`` (tensors for a step), ``loop`` (the
+step loop, no Ray), ``worker`` (the Ray Train worker), ``model_io`` (load, LoRA, export),
+``metrics`` (``metrics.jsonl``), ``driver`` (``train``: the TorchTrainer run).
 """
-
-from selfalign.training.recipes import (
-    RECIPES,
-    SOURCE_TAG_PROMPTS,
-    ConversationError,
-    conversation_for,
-    prompt_messages,
-    source_tag_prompt,
-)
-
-__all__ = [
-    "RECIPES",
-    "SOURCE_TAG_PROMPTS",
-    "ConversationError",
-    "conversation_for",
-    "prompt_messages",
-    "source_tag_prompt",
-]

@@ -1,4 +1,4 @@
-"""``selfalign train`` configuration (pure pydantic; loaded with ``selfalign.config.build_config``).
+"""``selfalign train`` configuration (pure pydantic; loaded with ``selfalign.core.config.build_config``).
 
 Resources (workers, CPUs/GPUs, ZeRO stage) are not here: they come from the
 ``train`` section of the chosen profile in ``ray_config.yaml``.
@@ -6,17 +6,17 @@ Resources (workers, CPUs/GPUs, ZeRO stage) are not here: they come from the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from selfalign.config import DEFAULT_MODEL, _Strict
-from selfalign.training.recipes import Recipe
+from selfalign.core.config import DEFAULT_MODEL, Placement, Strict
+from selfalign.formats.conversations import ChatFormat
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-class LoraSettings(_Strict):
+class LoraSettings(Strict):
     """Train low-rank adapters (peft) instead of all weights; merged into the export."""
 
     r: int = Field(16, ge=1, description="Adapter rank.")
@@ -32,14 +32,20 @@ class LoraSettings(_Strict):
     )
 
 
-class TrainConfig(_Strict):
-    """One supervised fine-tuning run of the Humback loop (backward, seed or curated model)."""
+class TrainConfig(Placement):
+    """One fine-tuning run (the backward, seed or curated model of a loop, or any SFT)."""
 
-    recipe: Recipe = Field(
+    chat_format: ChatFormat = Field(
         "seed",
-        description="backward (response -> instruction), seed (M0) or curated (M_t, source tags).",
+        description="The conversation each row becomes: backward (response -> instruction), "
+        "seed (instruction -> response) or curated (seed + augmented pairs, source tags).",
     )
-    model: str = Field(DEFAULT_MODEL, description="Base model reference (see selfalign.models).")
+    objective: Literal["sft"] = Field(
+        "sft", description="The training loss (selfalign.training.objectives)."
+    )
+    model: str = Field(
+        DEFAULT_MODEL, description="Base model reference (see selfalign.core.models)."
+    )
     input: str | None = Field(
         None,
         description="Training rows: JSONL/Parquet file, directory or glob. Default: the embedded seed pairs.",
@@ -47,16 +53,9 @@ class TrainConfig(_Strict):
     output: str = Field(
         "runs/train", description="Run directory: model/, metrics.jsonl, checkpoints/."
     )
-    profile: str = Field(
-        "local", description="Resource profile in ray_config.yaml (its 'train' section)."
-    )
-    ray_config: str | None = Field(
-        None, description="Path to ray_config.yaml (default: the repo's)."
-    )
-    ray_address: str | None = Field(None, description="Existing cluster to join; default: local.")
     limit: int | None = Field(None, ge=1, description="Train on the first N rows only.")
     source_tags: bool = Field(
-        True, description="curated: put each pair's source tag in the system prompt."
+        True, description="curated format: put each pair's source tag in the system prompt."
     )
 
     max_seq_len: int = Field(2048, ge=16, description="Examples are truncated to this many tokens.")
@@ -108,6 +107,26 @@ class TrainConfig(_Strict):
     export: bool = Field(True, description="Write the final model as a Hugging Face directory.")
 
     lora: LoraSettings | None = None
+
+    # How a run is kept and watched, not what it trains: a rerun that differs only in
+    # these resumes the same run.
+    resume_ignore: ClassVar[frozenset[str]] = Placement.resume_ignore | {
+        "output",
+        "max_failures",
+        "keep_checkpoints",
+        "log_every",
+        "export",
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "recipe" in data:
+            raise ValueError(
+                "'recipe' was renamed 'chat_format' (a recipe is now a whole pipeline, "
+                "selfalign run <recipe>): write chat_format: " + str(data["recipe"])
+            )
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

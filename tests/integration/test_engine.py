@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from selfalign.config import SamplingSettings, StageResources, VLLMSettings
-from selfalign.runtime.engine import EngineSpec, run_engine
+from selfalign.core.resources import StageResources
+from selfalign.engine.config import SamplingSettings, VLLMSettings
+from selfalign.engine.processor import EngineSpec, run_engine
 
 pytestmark = pytest.mark.integration
 

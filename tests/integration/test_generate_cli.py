@@ -55,12 +55,19 @@ def test_generate_cli_writes_shards_config_and_summary(ray_cluster, tmp_path, ca
     printed = capsys.readouterr().out
     assert '"rows": 7' in printed
 
-    # A second run into the same directory refuses instead of mixing outputs...
-    with pytest.raises(SystemExit, match="overwrite"):
-        main(args)
+    # The same command again finds its completed run and skips it (nothing is redone)...
+    shards = {p: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == shards
+    # ...other settings into the same directory are refused, naming what differs...
+    capsys.readouterr()
+    assert main([*args, "sampling.max_tokens=4"]) == 2
+    assert "differs in: sampling.max_tokens" in capsys.readouterr().err
     # ...and --overwrite replaces the shards rather than appending.
-    assert main([*args, "--overwrite"]) == 0
-    assert pq.read_table(out).num_rows == 7
+    assert main([*args, "sampling.max_tokens=4", "--overwrite"]) == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 7
+    assert {r["num_generated_tokens"] for r in table.to_pylist() if r["id"] != "bad"} == {4}
 
 
 def test_generate_cli_missing_input_is_a_clear_error(ray_cluster, tmp_path, capsys):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 
-from selfalign.config import build_config
-from selfalign.ingest import readers
-from selfalign.ingest.config import CorpusIngestConfig, ReadSettings, SeedIngestConfig
-from selfalign.ingest.schema import (
+from selfalign.core.config import build_config
+from selfalign.stages.ingest import readers
+from selfalign.stages.ingest.config import CorpusIngestConfig, ReadSettings, SeedIngestConfig
+from selfalign.stages.ingest.schema import (
     DROP_SCHEMA,
     DUPLICATE_SCHEMA,
     REJECT_SCHEMA,
@@ -45,7 +45,7 @@ def corpus_config(inputs: list[str], output: Path) -> CorpusIngestConfig:
 
 @pytest.fixture(scope="module")
 def corpus_run(ray_cluster, tmp_path_factory):
-    from selfalign.runtime import ingest
+    from selfalign.stages.ingest import pipeline as ingest
 
     root = tmp_path_factory.mktemp("corpus")
     paths = write_corpus(root / "in")
@@ -159,7 +159,7 @@ def test_every_reader_contributes_segments(corpus_run):
 
 
 def test_rerun_gives_identical_ids(corpus_run, tmp_path):
-    from selfalign.runtime import ingest
+    from selfalign.stages.ingest import pipeline as ingest
 
     paths, out, _, _ = corpus_run
     # The same inputs under the same paths, a second time (a subset keeps the test short:
@@ -179,8 +179,8 @@ def test_rerun_gives_identical_ids(corpus_run, tmp_path):
 
 
 def test_seed_pipeline_all_formats(ray_cluster, tmp_path):
-    from selfalign.commands.ingest import seed_pairs_path
-    from selfalign.runtime import ingest
+    from selfalign.core.embedded import seed_pairs_path
+    from selfalign.stages.ingest import pipeline as ingest
 
     write_seed_inputs(tmp_path / "in")
     inputs = [str(tmp_path / "in"), seed_pairs_path()]  # the embedded set reads as plain pairs

@@ -18,8 +18,9 @@ import pyarrow.dataset as pads
 import pytest
 import requests
 
-from selfalign import serving
-from selfalign.config import ServeConfig, ServeLimits
+from selfalign.core import pointers
+from selfalign.serving import guard
+from selfalign.serving.config import ServeConfig, ServeLimits
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -73,7 +74,7 @@ def ray_config_path(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def second_tiny_model(tmp_path_factory) -> str:
     """Another random tiny Llama (different seed): the model the loop 'publishes'."""
-    from selfalign.models import build_tiny_llama
+    from selfalign.core.models import build_tiny_llama
 
     path = tmp_path_factory.mktemp("tiny-v2") / "model"
     path.mkdir()
@@ -95,12 +96,12 @@ def serve_instance(ray_cluster):
 def main_app(serve_instance, ray_config_path, tmp_path_factory):
     from ray import serve
 
-    from selfalign.runtime.serve import build_app
+    from selfalign.serving.app import build_app
 
     run_dir = str(tmp_path_factory.mktemp("loop-run"))
     config = ServeConfig(
         model="embedded:tiny-random-llama",
-        model_pointer=serving.pointer_uri(run_dir),
+        model_pointer=pointers.pointer_uri(run_dir),
         poll_interval_s=0.5,
         token=TOKEN,
         ray_config=ray_config_path,
@@ -280,7 +281,7 @@ def test_model_switch_under_load_fails_no_request(main_app, second_tiny_model):
     for thread in threads:
         thread.start()
     time.sleep(3)  # traffic on the first model
-    serving.publish_model(main_app["run_dir"], second_tiny_model)
+    pointers.publish_model(main_app["run_dir"], second_tiny_model)
     deadline = time.time() + 300
     new_version = None
     while time.time() < deadline:
@@ -313,9 +314,10 @@ def test_model_switch_under_load_fails_no_request(main_app, second_tiny_model):
 def test_endpoint_score_equals_the_curate_stage_score(serve_instance, ray_config_path, tmp_path):
     from ray import serve
 
-    from selfalign.commands.curate import run as run_curate
-    from selfalign.config import CurateConfig, build_config
-    from selfalign.runtime.serve import build_app
+    from selfalign.core.config import build_config
+    from selfalign.serving.app import build_app
+    from selfalign.stages.curate.config import CurateConfig
+    from selfalign.stages.curate.stage import run as run_curate
 
     config = ServeConfig(
         model="embedded:smollm2-135m-instruct",
@@ -408,12 +410,12 @@ def test_prometheus_metrics_count_requests(main_app, ray_cluster):
 
 
 def test_build_app_refuses_to_start_without_a_token(monkeypatch, ray_config_path):
-    from selfalign.config import ConfigError
-    from selfalign.runtime.serve import build_app
+    from selfalign.core.errors import ConfigError
+    from selfalign.serving.app import build_app
 
-    monkeypatch.delenv(serving.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(guard.TOKEN_ENV, raising=False)
     with pytest.raises(ConfigError, match="--open"):
         build_app({"ray_config": ray_config_path})
     assert build_app({"ray_config": ray_config_path, "open": True}) is not None
-    monkeypatch.setenv(serving.TOKEN_ENV, "from-env")
+    monkeypatch.setenv(guard.TOKEN_ENV, "from-env")
     assert build_app({"ray_config": ray_config_path}) is not None

@@ -237,8 +237,8 @@ def test_selection_thresholds_and_top_n(ray_cluster, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from selfalign.commands.curate import select
-    from selfalign.config import SelectionSettings
+    from selfalign.stages.curate.config import SelectionSettings
+    from selfalign.stages.curate.select import select
 
     (tmp_path / "data").mkdir()
     rows = [

@@ -12,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from selfalign.config import (
-    SamplingSettings,
-    StageResources,
-    VLLMSettings,
-    build_config,
-    load_ray_config,
-)
+from selfalign.core.config import build_config
+from selfalign.core.resources import StageResources, load_ray_config
+from selfalign.engine.config import SamplingSettings, VLLMSettings
 from selfalign.training.config import TrainConfig
 from selfalign.training.schedule import lr_at
 
@@ -68,7 +64,7 @@ def local_profile(zero_stage: int):
 
 @pytest.fixture(scope="module")
 def trained(ray_cluster, tiny_model_path, tmp_path_factory):
-    from selfalign.runtime.train import train
+    from selfalign.training.driver import train
 
     root = tmp_path_factory.mktemp("train-zero3")
     data = write_pairs(root / "pairs.jsonl", 8)
@@ -76,7 +72,7 @@ def trained(ray_cluster, tiny_model_path, tmp_path_factory):
     config = build_config(
         TrainConfig,
         overrides={
-            "recipe": "curated",
+            "chat_format": "curated",
             "model": tiny_model_path,
             "input": str(data),
             "output": str(root / "run"),
@@ -124,8 +120,8 @@ def test_export_is_a_plain_hf_directory_with_the_trained_weights(trained, tiny_m
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfalign.runtime.train import read_all_rows, tokenize_rows
-    from selfalign.training.packing import collate_packed
+    from selfalign.training.batches import collate_packed
+    from selfalign.training.data import read_all_rows, tokenize_rows
 
     model_dir = trained["root"] / "run" / "model"
     assert (model_dir / "model.safetensors").is_file()
@@ -151,8 +147,8 @@ def test_export_is_a_plain_hf_directory_with_the_trained_weights(trained, tiny_m
 
 
 def test_exported_model_loads_in_vllm_and_generates(trained):
-    from selfalign.runtime.engine import EngineSpec, run_engine
-    from selfalign.training.recipes import prompt_messages
+    from selfalign.engine.processor import EngineSpec, run_engine
+    from selfalign.formats.conversations import prompt_messages
 
     model_dir = str(trained["root"] / "run" / "model")
     rows = [

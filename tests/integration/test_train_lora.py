@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfalign.config import build_config
+from selfalign.core.config import build_config
 from selfalign.training.config import TrainConfig
 
 from .test_train_deepspeed import local_profile, write_pairs
@@ -16,13 +16,13 @@ peft = pytest.importorskip("peft")
 def test_lora_run_exports_merged_weights(ray_cluster, tiny_model_path, tmp_path):
     from safetensors.torch import load_file
 
-    from selfalign.runtime.train import train
+    from selfalign.training.driver import train
 
     run = tmp_path / "run"
     config = build_config(
         TrainConfig,
         overrides={
-            "recipe": "backward",
+            "chat_format": "backward",
             "model": tiny_model_path,
             "input": str(write_pairs(tmp_path / "pairs.jsonl", 8)),
             "output": str(run),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from selfalign.config import build_config
+from selfalign.core.config import build_config
 from selfalign.training.config import TrainConfig
 
 from .test_train_deepspeed import local_profile, write_pairs
@@ -41,13 +41,13 @@ def registered_checkpoint_step(run: Path) -> int | None:
 
 
 def test_killed_worker_resumes_from_checkpoint_and_finishes(ray_cluster, tiny_model_path, tmp_path):
-    from selfalign.runtime.train import train
+    from selfalign.training.driver import train
 
     run = tmp_path / "run"
     config = build_config(
         TrainConfig,
         overrides={
-            "recipe": "seed",
+            "chat_format": "seed",
             "model": tiny_model_path,
             "input": str(write_pairs(tmp_path / "pairs.jsonl", 40)),
             "output": str(run),

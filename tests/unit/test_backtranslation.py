@@ -1,6 +1,6 @@
 import pytest
 
-from selfalign.backtranslation import clean_instruction, finish_row, safe_request_row
+from selfalign.stages.backtranslate.rows import clean_instruction, finish_row, safe_request_row
 
 SEGMENT = "Sourdough starter needs feeding every day. Mix equal weights of flour and water..."
 

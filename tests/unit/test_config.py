@@ -2,16 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from selfalign.config import (
-    ConfigError,
-    GenerateConfig,
-    RayConfig,
-    StageResources,
-    build_config,
-    config_to_yaml,
-    load_ray_config,
-    parse_overrides,
-)
+from selfalign.core.config import build_config, config_to_yaml, parse_overrides
+from selfalign.core.errors import ConfigError
+from selfalign.core.resources import RayConfig, StageResources, load_ray_config
+from selfalign.stages.generate.config import GenerateConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

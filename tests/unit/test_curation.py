@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from selfalign.curation import (
+from selfalign.stages.curate.rows import (
     finish_row,
     parse_score,
     passes,
@@ -68,12 +68,12 @@ def test_spearman():
 def test_request_row_never_raises():
     assert (
         request_row(
-            {"id": 1, "instruction": None, "response": "x"}, mode="logprobs", scorer_recipe="seed"
+            {"id": 1, "instruction": None, "response": "x"}, mode="logprobs", scorer_format="seed"
         )["messages"]
         == []
     )
     ok = request_row(
-        {"id": 1, "instruction": "Q", "response": "A"}, mode="logprobs", scorer_recipe="seed"
+        {"id": 1, "instruction": "Q", "response": "A"}, mode="logprobs", scorer_format="seed"
     )
     assert ok["messages"][-1] == {"role": "assistant", "content": "Score:"}
 
@@ -102,7 +102,7 @@ def test_finish_row_logprobs_and_generate_and_errors():
 
 
 def test_score_prefix_follows_the_tokenizer():
-    from selfalign.curation import score_prefix_for
+    from selfalign.stages.curate.rows import score_prefix_for
 
     # SmolLM2 / Llama-2 style: the space is its own token, so it belongs to the pre-fill.
     assert score_prefix_for(["Score", ":", " ", "3"]) == "Score: "
@@ -112,7 +112,7 @@ def test_score_prefix_follows_the_tokenizer():
 
 
 def test_logprobs_request_ends_with_the_given_prefix():
-    from selfalign.curation import request_messages
+    from selfalign.stages.curate.rows import request_messages
 
     messages = request_messages("Q", "A", mode="logprobs", score_prefix="Score: ")
     assert messages[-1] == {"role": "assistant", "content": "Score: "}

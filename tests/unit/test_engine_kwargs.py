@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from selfalign.config import SamplingSettings, StageResources, VLLMSettings
-from selfalign.runtime.engine import EngineSpec, engine_kwargs
+from selfalign.core.resources import StageResources
+from selfalign.engine.config import SamplingSettings, VLLMSettings
+from selfalign.engine.processor import EngineSpec, engine_kwargs
 
 
 def _spec(device: str, **vllm) -> EngineSpec:

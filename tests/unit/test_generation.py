@@ -1,6 +1,6 @@
 import pytest
 
-from selfalign.generation import (
+from selfalign.engine.rows import (
     ENGINE_ERROR,
     ORIGINAL_PROMPT,
     PRE_ERROR,

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from selfalign.config import ConfigError, build_config
-from selfalign.humback import (
-    HumbackConfig,
-    eval_recipe,
-    heldout_ids,
-    plan,
-    random_sample_ids,
-)
+from selfalign.core.config import build_config
+from selfalign.core.errors import ConfigError
+from selfalign.recipes.humback.config import HumbackConfig
+from selfalign.recipes.humback.plan import eval_format, plan
+from selfalign.stages.mix import random_sample_ids
+from selfalign.stages.split import heldout_ids
 
 
 def _plan(**values):
@@ -36,27 +34,40 @@ def test_two_iterations_give_the_papers_models_in_dependency_order():
 
 def test_wiring_models_data_and_recipes():
     steps = _plan(run_dir="/r")
-    assert steps["backward"].config.recipe == "backward"
+    assert steps["backward"].config.chat_format == "backward"
     assert steps["backward"].config.input == "/r/seed_split/train"
     assert steps["augment"].config.model == "/r/backward/model"
     assert steps["augment"].config.input == "/r/corpus/segments"
-    assert steps["m0"].config.recipe == "seed"
+    assert steps["m0"].config.chat_format == "seed"
     assert steps["m0"].config.input == "/r/seed_split/train"
     # M0 scores A(1) prompted as a seed-recipe model; M1 as a source-tagged one.
     assert steps["curate_1"].config.model == "/r/m0/model"
-    assert steps["curate_1"].config.scorer_recipe == "seed"
+    assert steps["curate_1"].config.scorer_format == "seed"
     assert steps["curate_2"].config.model == "/r/m1/model"
-    assert steps["curate_2"].config.scorer_recipe == "curated"
+    assert steps["curate_2"].config.scorer_format == "curated"
     # Every model is fine-tuned from the base model, as in the paper.
     for name in ("backward", "m0", "m1", "m2", "m1_random"):
         assert steps[name].config.model == "embedded:smollm2-135m-instruct"
-    assert steps["m1"].config.input == "/r/mix_1"
-    assert steps["mix_1"].config["augmented"] == "/r/curate_1/selected"
+    assert steps["m1"].config.input == "/r/mix_1/data"
+    seed_part, augmented = steps["mix_1"].config.parts
+    assert (seed_part.input, seed_part.source) == ("/r/seed_split/train", "seed")
+    assert (augmented.input, augmented.source) == ("/r/curate_1/selected", "augmented")
     # The ablation draws from every scored pair, as many as A(1) holds.
-    assert steps["mix_1_random"].config["augmented"] == "/r/curate_1/data"
-    assert steps["mix_1_random"].config["sample"]["size_of"] == "/r/curate_1/selected"
-    assert steps["eval_base"].config["model"] == "embedded:smollm2-135m-instruct"
-    assert steps["eval_m2"].config["model"] == "/r/m2/model"
+    random_part = steps["mix_1_random"].config.parts[1]
+    assert random_part.input == "/r/curate_1/data"
+    assert random_part.sample.size_of == "/r/curate_1/selected"
+    assert steps["eval_base"].config.model == "embedded:smollm2-135m-instruct"
+    assert steps["eval_m2"].config.model == "/r/m2/model"
+    assert steps["eval_m2"].config.heldout == "/r/seed_split/heldout"
+    assert steps["eval_m2"].location == "/r/eval/m2.json"
+    # What each step publishes to a service following the run: never the ablation's model.
+    assert steps["backward"].publishes.role == "backward"
+    assert steps["m0"].publishes.scorer_format == "seed"
+    assert steps["m2"].publishes.scorer_format == "curated"
+    assert steps["m1_random"].publishes is None
+    # Needs are derived from the inputs, not declared.
+    assert set(steps["augment"].needs) == {"ingest_corpus", "backward"}
+    assert set(steps["mix_1_random"].needs) == {"split", "curate_1"}
 
 
 def test_iterations_ablation_and_base_switches():
@@ -80,14 +91,14 @@ def test_train_sections_merge_per_model():
     "values",
     [
         {"backtranslate": {"model": "x"}},
-        {"curate": {"scorer_recipe": "seed"}},
+        {"curate": {"scorer_format": "seed"}},
         {"train": {"seed": {"input": "x"}}},
         {"corpus": {"output": "x"}},
     ],
 )
 def test_planned_keys_cannot_be_set_in_sections(values):
     with pytest.raises(ConfigError, match="cannot be set here"):
-        build_config(HumbackConfig, None, values)
+        plan(build_config(HumbackConfig, None, values))
 
 
 def test_bad_stage_settings_fail_at_plan_time():
@@ -128,10 +139,15 @@ def test_random_sample_is_deterministic_and_ignores_order():
 
 
 def test_models_are_evaluated_as_they_were_trained():
-    assert eval_recipe("base") == ("seed", None)
-    assert eval_recipe("m0") == ("seed", None)
-    assert eval_recipe("m2") == ("curated", "seed")
-    assert eval_recipe("m1_random") == ("curated", "seed")
+    assert eval_format("base") == ("seed", None)
+    assert eval_format("m0") == ("seed", None)
+    assert eval_format("m2") == ("curated", "seed")
+    assert eval_format("m1_random") == ("curated", "seed")
+    steps = _plan(run_dir="/r")
+    assert (steps["eval_m1"].config.chat_format, steps["eval_m1"].config.source_tag) == (
+        "curated",
+        "seed",
+    )
 
 
 @pytest.mark.parametrize("name", ["humback_demo.yaml", "humback_7b_gpu.yaml"])

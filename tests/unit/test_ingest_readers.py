@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from selfalign.ingest import corpus, readers
-from selfalign.ingest.config import CorpusIngestConfig, ReadSettings
+from selfalign.stages.ingest import corpus, readers
+from selfalign.stages.ingest.config import CorpusIngestConfig, ReadSettings
 from tests.ingest_helpers import html_page, paragraph, warc_bytes, write_corpus
 
 SETTINGS = ReadSettings(max_document_bytes=65536)
@@ -206,8 +206,8 @@ def test_embedded_corpus_is_installed_readmes_sorted():
 def test_pure_ingest_modules_do_not_import_heavy_stacks():
     code = (
         "import sys\n"
-        "import selfalign.ingest.corpus, selfalign.ingest.seed, selfalign.ingest.dedup\n"
-        "import selfalign.ingest.filters, selfalign.ingest.segment, selfalign.ingest.readers\n"
+        "import selfalign.stages.ingest.corpus, selfalign.stages.ingest.seed, selfalign.stages.ingest.dedup\n"
+        "import selfalign.stages.ingest.filters, selfalign.stages.ingest.segment, selfalign.stages.ingest.readers\n"
         "bad = [m for m in ('ray', 'vllm', 'torch') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

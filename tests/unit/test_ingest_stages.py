@@ -8,9 +8,10 @@ from importlib import resources
 
 import pytest
 
-from selfalign.config import ConfigError, build_config
-from selfalign.ingest import corpus, dedup, filters, seed
-from selfalign.ingest.config import (
+from selfalign.core.config import build_config
+from selfalign.core.errors import ConfigError
+from selfalign.stages.ingest import corpus, dedup, filters, seed
+from selfalign.stages.ingest.config import (
     CorpusIngestConfig,
     DedupSettings,
     FilterSettings,
@@ -19,8 +20,8 @@ from selfalign.ingest.config import (
     SeedIngestConfig,
     SegmentSettings,
 )
-from selfalign.ingest.schema import stable_id
-from selfalign.ingest.segment import segment_document, segment_html, segment_markdown
+from selfalign.stages.ingest.schema import stable_id
+from selfalign.stages.ingest.segment import segment_document, segment_html, segment_markdown
 from tests.ingest_helpers import html_page, paragraph
 
 # --------------------------------------------------------------------------- segmentation
@@ -284,7 +285,7 @@ def test_ledger_balances_and_reports_by_reason():
 
 def test_cli_parses_ingest_commands_into_configs():
     from selfalign.cli import build_parser
-    from selfalign.commands.ingest import resolve_corpus_config, resolve_seed_config
+    from selfalign.cli.ingest import resolve_corpus_config, resolve_seed_config
 
     parser = build_parser()
     args = parser.parse_args(

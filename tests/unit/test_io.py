@@ -1,6 +1,6 @@
 import pytest
 
-from selfalign.runtime.io import InputError, expand_input, list_files
+from selfalign.core.io import InputError, expand_input, list_files
 
 
 def test_directory_walk_skips_side_files(tmp_path):
@@ -37,7 +37,7 @@ def test_parquet_shards_with_an_all_null_column_read_as_one_dataset(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from selfalign.runtime.io import parquet_dataset
+    from selfalign.core.io import parquet_dataset
 
     # A shard where every row was rejected stores its token counts as the null type.
     pq.write_table(pa.table({"id": ["a"], "tokens": pa.array([None])}), tmp_path / "0.parquet")
@@ -49,7 +49,7 @@ def test_parquet_shards_with_an_all_null_column_read_as_one_dataset(tmp_path):
 
 
 def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
-    from selfalign.runtime.io import absolute
+    from selfalign.core.io import absolute
 
     monkeypatch.chdir(tmp_path)
     assert absolute("runs/a") == str(tmp_path / "runs" / "a")

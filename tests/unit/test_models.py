@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from selfalign.models import ModelResolutionError, resolve_model
+from selfalign.core.models import ModelResolutionError, resolve_model
 
 
 def test_hub_id_passes_through():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from selfalign import prompts
-from selfalign.curation import curation_text, request_messages
-from selfalign.training.recipes import SOURCE_TAG_PROMPTS
+from selfalign.formats import prompts
+from selfalign.formats.conversations import SOURCE_TAG_PROMPTS
+from selfalign.stages.curate.rows import curation_text, request_messages
 
 GOLDEN_PAIR = (
     "Instruction:\nHow do I boil an egg?\n\nAnswer:\nPut it in boiling water for 8 minutes.\n\n"
@@ -55,12 +55,12 @@ def test_values_with_braces_are_not_interpreted():
     assert "use {response} here" in out and '{"a": 1}' in out
 
 
-def test_scorer_conversation_follows_its_training_recipe():
-    # M0 / base model (seed recipe): no system prompt of ours; the model's template adds its own.
-    seed = request_messages("Q", "A", mode="logprobs", scorer_recipe="seed")
+def test_scorer_conversation_follows_its_training_format():
+    # M0 / base model (seed format): no system prompt of ours; the model's template adds its own.
+    seed = request_messages("Q", "A", mode="logprobs", scorer_format="seed")
     assert [m["role"] for m in seed] == ["user", "assistant"]
     assert seed[-1]["content"] == "Score:"
-    # M1+ (curated recipe): the AI-assistant source tag it was trained with, single-sourced.
-    curated = request_messages("Q", "A", mode="generate", scorer_recipe="curated")
+    # M1+ (curated format): the AI-assistant source tag it was trained with, single-sourced.
+    curated = request_messages("Q", "A", mode="generate", scorer_format="curated")
     assert curated[0] == {"role": "system", "content": SOURCE_TAG_PROMPTS["seed"]}
     assert [m["role"] for m in curated] == ["system", "user"]

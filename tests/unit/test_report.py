@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from selfalign.report import render_html
+from selfalign.pipeline.html import render_html
+from selfalign.recipes.humback import report as humback_report
+
+
+def render(report):
+    # The generic page with the Humback recipe's own sections, as write_report does it.
+    return render_html(report, humback_report.render(report))
 
 
 def _report(**changes):
     report = {
+        "recipe": "humback",
+        "title": "Humback run report",
         "run_dir": "runs/x",
         "model": "embedded:smollm2-135m-instruct",
         "iterations": 2,
@@ -46,7 +54,7 @@ def _report(**changes):
 
 
 def test_every_plot_is_inline_svg_and_the_page_needs_no_network():
-    page = render_html(_report())
+    page = render(_report())
     # score histogram, expected scores, lengths, loss curves, held-out, throughput
     assert page.count("<svg") == 6
     # Nothing is loaded from elsewhere (XML namespace URIs are names, not requests).
@@ -57,14 +65,14 @@ def test_every_plot_is_inline_svg_and_the_page_needs_no_network():
 
 
 def test_data_is_escaped_and_long_text_clipped():
-    page = render_html(_report())
+    page = render(_report())
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "r" * 2000 not in page and "r" * 600 + " …" in page
     assert "Hi &amp; bye" in page
 
 
 def test_a_run_without_results_still_renders():
-    page = render_html(
+    page = render(
         _report(
             steps=[], heldout=[], ablation=None, curation=[], examples={}, augment={},
             lengths={"segment_chars": [], "instruction_chars": []}, training=[],
@@ -74,3 +82,11 @@ def test_a_run_without_results_still_renders():
     assert "<svg" not in page
     assert page.count('class="empty"') >= 5
     assert "Does curation help?" not in page
+
+
+def test_the_generic_page_knows_no_recipe():
+    # Without recipe sections: held-out loss, training, throughput, samples only.
+    page = render_html(_report())
+    assert page.count("<svg") == 3  # held-out, loss curves, throughput
+    assert "Curation" not in page and "Does curation help?" not in page
+    assert "<h1>Humback run report</h1>" in page

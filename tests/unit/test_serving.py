@@ -13,9 +13,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from selfalign import curation, serving
-from selfalign.config import ConfigError, ServeConfig, ServeLimits, load_ray_config
-from selfalign.generation import prepare_request
+from selfalign.core import models, pointers
+from selfalign.core.errors import ConfigError
+from selfalign.core.resources import load_ray_config
+from selfalign.engine.rows import prepare_request
+from selfalign.serving import guard, schemas
+from selfalign.serving import rows as serving_rows
+from selfalign.serving.config import ServeConfig, ServeLimits
+from selfalign.stages.curate import rows as curation
 
 
 def fake_render(messages):
@@ -27,12 +32,12 @@ def fake_render(messages):
 
 
 def test_score_request_single_pair_and_batch():
-    single = serving.ScoreRequest.model_validate({"instruction": "Q", "response": "A"})
+    single = schemas.ScoreRequest.model_validate({"instruction": "Q", "response": "A"})
     assert single.rows() == [{"id": None, "instruction": "Q", "response": "A"}]
-    named = serving.ScoreRequest.model_validate({"id": "x", "instruction": "Q", "response": "A"})
+    named = schemas.ScoreRequest.model_validate({"id": "x", "instruction": "Q", "response": "A"})
     assert named.rows()[0]["id"] == "x"
     assert single.mode == "logprobs"
-    batch = serving.ScoreRequest.model_validate(
+    batch = schemas.ScoreRequest.model_validate(
         {"pairs": [{"id": "a", "instruction": "Q", "response": "A"}], "mode": "generate"}
     )
     assert batch.rows() == [{"id": "a", "instruction": "Q", "response": "A"}]
@@ -55,37 +60,37 @@ def test_score_request_single_pair_and_batch():
 )
 def test_score_request_schema_errors_name_the_problem(body, needle):
     with pytest.raises(ValidationError) as err:
-        serving.ScoreRequest.model_validate(body)
-    assert needle in serving.validation_message(err.value.errors())
+        schemas.ScoreRequest.model_validate(body)
+    assert needle in schemas.validation_message(err.value.errors())
 
 
 def test_backtranslate_request_shapes():
-    assert serving.BacktranslateRequest.model_validate({"text": "T"}).rows() == [
+    assert schemas.BacktranslateRequest.model_validate({"text": "T"}).rows() == [
         {"id": None, "text": "T"}
     ]
     for bad in ({}, {"text": "T", "segments": [{"text": "U"}]}, {"segments": []}):
         with pytest.raises(ValidationError):
-            serving.BacktranslateRequest.model_validate(bad)
+            schemas.BacktranslateRequest.model_validate(bad)
 
 
 def test_limits_give_413_with_the_field_named():
     limits = ServeLimits(max_batch=2, max_field_chars=20, max_id_chars=4)
     ok = [{"id": "a", "instruction": "Q", "response": "A"}]
-    serving.check_rows(ok, ("instruction", "response"), limits)
+    schemas.check_rows(ok, ("instruction", "response"), limits)
     cases = [
         (ok * 3, "max_batch=2"),
         ([{"id": "a", "instruction": "Q", "response": "x" * 21}], "response has 21"),
         ([{"id": "abcde", "instruction": "Q", "response": "A"}], "id longer"),
     ]
     for rows, needle in cases:
-        with pytest.raises(serving.ServeError) as err:
-            serving.check_rows(rows, ("instruction", "response"), limits)
+        with pytest.raises(schemas.ServeError) as err:
+            schemas.check_rows(rows, ("instruction", "response"), limits)
         assert err.value.status == 413 and needle in err.value.message
 
 
 def test_validation_message_is_one_readable_line():
     errors = [{"loc": ("body", "pairs", 0, "response"), "msg": "Field required"}] * 12
-    text = serving.validation_message(errors)
+    text = schemas.validation_message(errors)
     assert text.startswith("pairs.0.response: Field required") and text.endswith("(+2 more)")
 
 
@@ -93,25 +98,25 @@ def test_validation_message_is_one_readable_line():
 
 
 def test_bearer_check():
-    assert serving.bearer_ok("Bearer s3cret", "s3cret")
-    assert serving.bearer_ok("bearer  s3cret ", "s3cret")
-    assert not serving.bearer_ok("Bearer s3cre", "s3cret")
-    assert not serving.bearer_ok("Basic s3cret", "s3cret")
-    assert not serving.bearer_ok(None, "s3cret")
-    assert not serving.bearer_ok("", "s3cret")
-    assert serving.bearer_ok(None, None)  # open
+    assert guard.bearer_ok("Bearer s3cret", "s3cret")
+    assert guard.bearer_ok("bearer  s3cret ", "s3cret")
+    assert not guard.bearer_ok("Bearer s3cre", "s3cret")
+    assert not guard.bearer_ok("Basic s3cret", "s3cret")
+    assert not guard.bearer_ok(None, "s3cret")
+    assert not guard.bearer_ok("", "s3cret")
+    assert guard.bearer_ok(None, None)  # open
 
 
 def test_token_resolution(monkeypatch):
-    monkeypatch.delenv(serving.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(guard.TOKEN_ENV, raising=False)
     with pytest.raises(ConfigError, match="SELFALIGN_SERVE_TOKEN"):
-        serving.resolve_token(None, False)
-    assert serving.resolve_token(None, True) is None
-    assert serving.resolve_token("cfg", False) == "cfg"
-    monkeypatch.setenv(serving.TOKEN_ENV, "env")
-    assert serving.resolve_token(None, False) == "env"
-    assert serving.resolve_token("cfg", False) == "cfg"
-    assert serving.resolve_token("cfg", True) is None  # open wins: explicitly configured
+        guard.resolve_token(None, False)
+    assert guard.resolve_token(None, True) is None
+    assert guard.resolve_token("cfg", False) == "cfg"
+    monkeypatch.setenv(guard.TOKEN_ENV, "env")
+    assert guard.resolve_token(None, False) == "env"
+    assert guard.resolve_token("cfg", False) == "cfg"
+    assert guard.resolve_token("cfg", True) is None  # open wins: explicitly configured
 
 
 def guarded_client(token="tok", max_bytes=1024, root_path=""):
@@ -125,7 +130,7 @@ def guarded_client(token="tok", max_bytes=1024, root_path=""):
     async def health():
         return {"status": "ok"}
 
-    app.add_middleware(serving.GuardMiddleware, token=token, max_request_bytes=max_bytes)
+    app.add_middleware(guard.GuardMiddleware, token=token, max_request_bytes=max_bytes)
     return TestClient(app)
 
 
@@ -169,9 +174,9 @@ def test_guard_with_no_token_is_open_and_401_comes_before_413():
 
 
 def test_relative_path_strips_the_route_prefix():
-    assert serving.relative_path({"path": "/agree/v1/score", "root_path": "/agree"}) == "/v1/score"
-    assert serving.relative_path({"path": "/healthz", "root_path": ""}) == "/healthz"
-    assert serving.relative_path({"path": "/agree", "root_path": "/agree"}) == "/"
+    assert guard.relative_path({"path": "/agree/v1/score", "root_path": "/agree"}) == "/v1/score"
+    assert guard.relative_path({"path": "/healthz", "root_path": ""}) == "/healthz"
+    assert guard.relative_path({"path": "/agree", "root_path": "/agree"}) == "/"
 
 
 # --------------------------------------------------------------------------- rows
@@ -180,10 +185,10 @@ def test_relative_path_strips_the_route_prefix():
 def test_score_request_is_exactly_the_curate_stages_request():
     row = {"id": "p1", "instruction": "How do I boil an egg?", "response": "Boil it."}
     sampling = ServeConfig().scoring_sampling.model_dump()
-    got = serving.score_request(
+    got = serving_rows.score_request(
         row,
         mode="logprobs",
-        scorer_recipe="seed",
+        scorer_format="seed",
         score_prefix="Score: ",
         render_chat=fake_render,
         sampling_defaults=sampling,
@@ -191,7 +196,7 @@ def test_score_request_is_exactly_the_curate_stages_request():
     )
     # What the curate stage sends: curation.request_row then the engine's prepare_request.
     stage = prepare_request(
-        curation.request_row(row, mode="logprobs", scorer_recipe="seed", score_prefix="Score: "),
+        curation.request_row(row, mode="logprobs", scorer_format="seed", score_prefix="Score: "),
         render_chat=fake_render,
         sampling_defaults=sampling,
         operation="logprobs",
@@ -205,13 +210,14 @@ def test_score_request_is_exactly_the_curate_stages_request():
 
 
 def test_serve_defaults_are_the_batch_stages_defaults():
-    from selfalign.config import BacktranslateConfig, CurateConfig
+    from selfalign.stages.backtranslate.config import BacktranslateConfig
+    from selfalign.stages.curate.config import CurateConfig
 
     curate = CurateConfig(output="x")
     config = ServeConfig()
     assert config.scoring_sampling == curate.sampling
     assert config.logprobs_top_k == curate.logprobs_top_k
-    assert config.scorer_recipe == curate.scorer_recipe
+    assert config.scorer_format == curate.scorer_format
     assert config.backtranslate_sampling == BacktranslateConfig().sampling
 
 
@@ -225,38 +231,38 @@ def logprob_position(probs: dict[str, float]) -> list[dict[int, dict]]:
 
 
 def test_engine_row_finishes_like_the_batch_stage():
-    request = serving.score_request(
+    request = serving_rows.score_request(
         {"id": "p1", "instruction": "Q?", "response": "A."},
         mode="logprobs",
-        scorer_recipe="seed",
+        scorer_format="seed",
         score_prefix="Score: ",
         render_chat=fake_render,
         sampling_defaults={},
         logprobs_top_k=20,
     )
-    row = serving.engine_row(
+    row = serving_rows.engine_row(
         request,
         generated_text="4",
         num_input_tokens=30,
         num_generated_tokens=1,
         logprobs=logprob_position({"4": 0.5, "5": 0.25, " 3": 0.15, "the": 0.1}),
     )
-    result = serving.finish_score(row, mode="logprobs", logprobs_top_k=20)
+    result = serving_rows.finish_score(row, mode="logprobs", logprobs_top_k=20)
     assert result["id"] == "p1" and result["reject_reason"] is None
     assert result["score"] == 4
     assert result["score_probs"] == pytest.approx([0, 0, 0.15 / 0.9, 0.5 / 0.9, 0.25 / 0.9])
     assert result["expected_score"] == pytest.approx((3 * 0.15 + 4 * 0.5 + 5 * 0.25) / 0.9)
     assert result["score_mass"] == pytest.approx(0.9)
     # Engine error -> the stage's reject reason, no score.
-    failed = serving.finish_score(
-        serving.engine_row(request, error="ValueError: too long"),
+    failed = serving_rows.finish_score(
+        serving_rows.engine_row(request, error="ValueError: too long"),
         mode="logprobs",
         logprobs_top_k=20,
     )
     assert failed["reject_reason"] == "engine error" and failed["score"] is None
     # Generate mode: the parsed score and the text as reasoning.
-    gen = serving.finish_score(
-        serving.engine_row(request, generated_text="Clear and direct.\nScore: 5"),
+    gen = serving_rows.finish_score(
+        serving_rows.engine_row(request, generated_text="Clear and direct.\nScore: 5"),
         mode="generate",
         logprobs_top_k=20,
     )
@@ -265,10 +271,10 @@ def test_engine_row_finishes_like_the_batch_stage():
 
 def test_invalid_rows_never_reach_the_engine():
     requests = [
-        serving.score_request(
+        serving_rows.score_request(
             row,
             mode="logprobs",
-            scorer_recipe="seed",
+            scorer_format="seed",
             score_prefix="Score:",
             render_chat=fake_render,
             sampling_defaults={},
@@ -285,25 +291,25 @@ def test_invalid_rows_never_reach_the_engine():
 
     async def generate(request):
         sent.append(request["id"])
-        return serving.engine_row(request, logprobs=logprob_position({"5": 1.0}))
+        return serving_rows.engine_row(request, logprobs=logprob_position({"5": 1.0}))
 
-    done = asyncio.run(serving.run_rows(requests, generate))
+    done = asyncio.run(serving_rows.run_rows(requests, generate))
     assert sent == ["ok"]
-    results = [serving.finish_score(r, mode="logprobs", logprobs_top_k=20) for r in done]
+    results = [serving_rows.finish_score(r, mode="logprobs", logprobs_top_k=20) for r in done]
     assert results[0]["score"] == 5
     assert results[1]["reject_reason"] == "invalid input" and results[1]["score"] is None
 
 
 def test_backtranslate_rows():
-    request = serving.backtranslate_request(
+    request = serving_rows.backtranslate_request(
         {"id": "s1", "text": "Bread needs flour, water and time."},
         render_chat=fake_render,
         sampling_defaults=ServeConfig().backtranslate_sampling.model_dump(),
     )
     assert "Bread needs flour" in request["prompt"]
     assert request["sampling_params"]["temperature"] == 0.7
-    done = serving.finish_backtranslate(
-        serving.engine_row(request, generated_text="Instruction: How is bread made at home?")
+    done = serving_rows.finish_backtranslate(
+        serving_rows.engine_row(request, generated_text="Instruction: How is bread made at home?")
     )
     assert done == {
         "id": "s1",
@@ -322,39 +328,39 @@ def test_content_id_follows_content(tmp_path):
     a.mkdir()
     (a / "config.json").write_text("{}")
     (a / "model.safetensors").write_bytes(b"\0" * 1000)
-    first = serving.content_id(a)
-    assert first == serving.content_id(a) and len(first) == 12
+    first = models.content_id(a)
+    assert first == models.content_id(a) and len(first) == 12
     (a / "model.safetensors").write_bytes(b"\0" * 999 + b"\1")
-    assert serving.content_id(a) != first
+    assert models.content_id(a) != first
     # Large files are sampled at both ends: a change in the last bytes still counts.
     (a / "model.safetensors").write_bytes(b"\0" * 5000)
-    before = serving.content_id(a, sample_bytes=1000)
+    before = models.content_id(a, sample_bytes=1000)
     (a / "model.safetensors").write_bytes(b"\0" * 4999 + b"\1")
-    assert serving.content_id(a, sample_bytes=1000) != before
-    assert serving.content_id("org/name") != serving.content_id("org/other")
+    assert models.content_id(a, sample_bytes=1000) != before
+    assert models.content_id("org/name") != models.content_id("org/other")
 
 
 def test_publish_and_read_pointer(tmp_path):
     run = str(tmp_path / "run")
-    assert serving.read_pointer(serving.pointer_uri(run)) is None
-    first = serving.publish_model(run, "/models/m0", scorer_recipe="seed")
-    read = serving.read_pointer(serving.pointer_uri(run))
+    assert pointers.read_pointer(pointers.pointer_uri(run)) is None
+    first = pointers.publish_model(run, "/models/m0", scorer_format="seed")
+    read = pointers.read_pointer(pointers.pointer_uri(run))
     assert read == first and read["model"] == "/models/m0"
-    second = serving.publish_model(run, "/models/m0")  # same path, republished
-    assert serving.pointer_key(second) != serving.pointer_key(first)
-    backward = serving.publish_model(run, "/models/myx", role="backward")
-    assert serving.read_pointer(serving.pointer_uri(run, "backward")) == backward
+    second = pointers.publish_model(run, "/models/m0")  # same path, republished
+    assert pointers.pointer_key(second) != pointers.pointer_key(first)
+    backward = pointers.publish_model(run, "/models/myx", role="backward")
+    assert pointers.read_pointer(pointers.pointer_uri(run, "backward")) == backward
     assert not list((tmp_path / "run" / "serve").glob("*.tmp"))  # renamed into place
 
 
 @pytest.mark.parametrize(
     "content",
-    ["", "{", "[]", '{"model": ""}', '{"model": 3}', '{"model": "m", "scorer_recipe": "x"}'],
+    ["", "{", "[]", '{"model": ""}', '{"model": 3}', '{"model": "m", "scorer_format": "x"}'],
 )
 def test_garbled_pointer_is_no_pointer(tmp_path, content):
     path = tmp_path / "current.json"
     path.write_text(content)
-    assert serving.read_pointer(str(path)) is None
+    assert pointers.read_pointer(str(path)) is None
 
 
 def test_serve_config_and_profile():
@@ -380,7 +386,7 @@ def test_serving_module_is_pure():
 
 def test_serve_command_builds_its_config():
     from selfalign.cli import build_parser
-    from selfalign.commands.serve import load_config
+    from selfalign.cli.serve import load_config
 
     parser = build_parser()
     args, extra = parser.parse_known_args(

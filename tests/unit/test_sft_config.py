@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from selfalign.config import ConfigError, TrainResources, build_config, load_ray_config
-from selfalign.runtime.train import _claim_output, deepspeed_config, run_fingerprint, worker_env
+from selfalign.core import claims
+from selfalign.core.config import build_config
+from selfalign.core.errors import ConfigError, OutputConflict
+from selfalign.core.resources import TrainResources, load_ray_config
 from selfalign.training.config import TrainConfig
+from selfalign.training.driver import KIND, deepspeed_config, run_settings
+from selfalign.training.worker import worker_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +39,8 @@ def test_defaults_are_the_papers():
     [
         ({"lr": 1e-5, "lr_floor": 2e-5}, "lr_floor"),
         ({"max_steps": 5, "warmup_steps": 5}, "warmup_steps"),
-        ({"recipe": "dpo"}, "recipe"),
+        ({"chat_format": "dpo"}, "chat_format"),
+        ({"recipe": "seed"}, "renamed 'chat_format'"),
         ({"learning_rate": 1e-5}, "learning_rate"),
         ({"lora": {"rank": 8}}, "lora.rank"),
     ],
@@ -45,12 +50,12 @@ def test_bad_configs_name_the_key(overrides, message):
         build_config(TrainConfig, overrides=overrides)
 
 
-@pytest.mark.parametrize("recipe", ["backward", "seed", "curated"])
-def test_recipe_yamls_validate(recipe):
+@pytest.mark.parametrize("chat_format", ["backward", "seed", "curated"])
+def test_train_yamls_validate(chat_format):
     config = build_config(
-        TrainConfig, REPO / "jobs" / "configs" / f"train_{recipe}.yaml", ["max_steps=7"]
+        TrainConfig, REPO / "jobs" / "configs" / f"train_{chat_format}.yaml", ["max_steps=7"]
     )
-    assert config.recipe == recipe
+    assert config.chat_format == chat_format
     assert config.max_steps == 7
 
 
@@ -102,30 +107,34 @@ def test_cpu_workers_get_the_deepspeed_cpu_accelerator_and_op_cache():
 def test_an_output_holding_another_run_is_refused_unless_overwritten(tmp_path):
     output = str(tmp_path / "run")
     resources = TrainResources()
-    config = TrainConfig(recipe="seed", output=output)
-    first = run_fingerprint(config, resources, num_examples=70, batch_size=8, total_steps=500)
-    _claim_output(output, first, overwrite=False)
-    _claim_output(output, first, overwrite=False)  # the same run: resumed
+    config = TrainConfig(chat_format="seed", output=output)
+    first = run_settings(config, resources, num_examples=70, batch_size=8, total_steps=500)
+    assert claims.check_output(output, KIND, first) == "new"
+    claims.begin(output, KIND, first)
+    assert claims.check_output(output, KIND, first) == "resume"  # the same run: resumed
     # Failure handling and logging do not change what is trained.
-    same = run_fingerprint(config.model_copy(update={"max_failures": 9}), resources, 70, 8, 500)
+    same = run_settings(config.model_copy(update={"max_failures": 9}), resources, 70, 8, 500)
     assert same == first
-    other = run_fingerprint(config.model_copy(update={"recipe": "backward"}), resources, 70, 8, 500)
-    with pytest.raises(ConfigError, match="recipe"):
-        _claim_output(output, other, overwrite=False)
-    _claim_output(output, other, overwrite=True)
-    assert (
-        json.loads((tmp_path / "run" / "run-fingerprint.json").read_text())["recipe"] == "backward"
-    )
+    # Neither does the data's size stay unchecked: it is part of what a checkpoint is for.
+    assert run_settings(config, resources, 71, 8, 500) != first
+    other = config.model_copy(update={"chat_format": "backward"})
+    other_settings = run_settings(other, resources, 70, 8, 500)
+    with pytest.raises(OutputConflict, match="chat_format"):
+        claims.check_output(output, KIND, other_settings)
+    assert claims.check_output(output, KIND, other_settings, overwrite=True) == "new"
+    claims.begin(output, KIND, other_settings)
+    manifest = json.loads((tmp_path / "run" / claims.MANIFEST_NAME).read_text())
+    assert manifest["settings"]["chat_format"] == "backward"
 
 
 def test_cli_has_the_train_command_and_builds_its_config(tmp_path):
     from selfalign.cli import build_parser
-    from selfalign.commands.train import resolve_config
+    from selfalign.cli.train import resolve_config
 
     args = build_parser().parse_args(
         [
             "train",
-            "--recipe",
+            "--chat-format",
             "backward",
             "--input",
             "x.jsonl",
@@ -136,7 +145,7 @@ def test_cli_has_the_train_command_and_builds_its_config(tmp_path):
         ]
     )
     config = resolve_config(args)
-    assert (config.recipe, config.input, config.packing, config.max_steps, config.seed) == (
+    assert (config.chat_format, config.input, config.packing, config.max_steps, config.seed) == (
         "backward",
         "x.jsonl",
         False,
@@ -148,9 +157,9 @@ def test_cli_has_the_train_command_and_builds_its_config(tmp_path):
 def test_pure_modules_import_no_heavy_stack():
     code = (
         "import sys\n"
-        "import selfalign.training.recipes, selfalign.training.schedule, selfalign.training.packing\n"
-        "import selfalign.training.labels, selfalign.training.config, selfalign.commands.train\n"
-        "import selfalign.runtime.train\n"
+        "import selfalign.formats.conversations, selfalign.training.schedule, selfalign.training.packing\n"
+        "import selfalign.formats.labels, selfalign.training.config, selfalign.cli.train\n"
+        "import selfalign.training.driver, selfalign.training.loop, selfalign.training.worker\n"
         "heavy = [m for m in ('torch', 'ray', 'deepspeed', 'transformers', 'vllm', 'peft') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
@@ -158,3 +167,12 @@ def test_pure_modules_import_no_heavy_stack():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     )
     assert out.stdout.strip() == ""
+
+
+def test_the_old_recipe_flag_still_selects_the_chat_format(capsys):
+    from selfalign.cli import build_parser
+    from selfalign.cli.train import resolve_config
+
+    args = build_parser().parse_args(["train", "--recipe", "curated"])
+    assert resolve_config(args).chat_format == "curated"
+    assert "--chat-format" in capsys.readouterr().err

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from selfalign.training.labels import reply_spans, tokenize_conversation
-from selfalign.training.recipes import ConversationError, conversation_for
+from selfalign.formats.conversations import ConversationError, conversation_for
+from selfalign.formats.labels import reply_spans, tokenize_conversation
 
 END = "<|im_end|>"
 

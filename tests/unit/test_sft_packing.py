@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from selfalign.training.batches import collate_packed, collate_padded
 from selfalign.training.packing import (
     IGNORE_INDEX,
     TokenizedDataset,
     balanced_groups,
-    collate_packed,
-    collate_padded,
     computed_tokens,
     examples_for_step,
     plan_step,

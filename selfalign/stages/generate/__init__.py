@@ -1,0 +1,1 @@
+"""``selfalign generate``: any rows through the engine. ``config`` (pure) and ``stage``."""
