@@ -26,7 +26,7 @@ from selfalign.core import pointers
 from selfalign.core.models import content_id, resolve_model
 from selfalign.core.resources import ServeResources, StageResources
 from selfalign.engine.processor import EngineSpec, engine_env, engine_kwargs, render_chat
-from selfalign.serving import rows
+from selfalign.serving import rows as serving_rows
 from selfalign.serving.config import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -260,9 +260,9 @@ class ModelRunner:
         except Exception as err:  # noqa: BLE001 - recorded as this row's engine error
             if model.engine.errored:
                 raise EngineUnavailable(f"engine of {model.ref} died: {err}") from err
-            return rows.engine_row(request, error=f"{type(err).__name__}: {err}")
+            return serving_rows.engine_row(request, error=f"{type(err).__name__}: {err}")
         completion = final.outputs[0]
-        return rows.engine_row(
+        return serving_rows.engine_row(
             request,
             generated_text=completion.text,
             num_input_tokens=len(final.prompt_token_ids or ()),
@@ -279,7 +279,7 @@ class ModelRunner:
             render = functools.partial(render_chat, model.path)
             sampling = self.config.scoring_sampling.model_dump()
             requests = [
-                rows.score_request(
+                serving_rows.score_request(
                     row,
                     mode=mode,
                     scorer_format=model.scorer_format,
@@ -290,9 +290,9 @@ class ModelRunner:
                 )
                 for row in rows
             ]
-            done = await rows.run_rows(requests, functools.partial(self._generate, model))
+            done = await serving_rows.run_rows(requests, functools.partial(self._generate, model))
             results = [
-                rows.finish_score(r, mode=mode, logprobs_top_k=self.config.logprobs_top_k)
+                serving_rows.finish_score(r, mode=mode, logprobs_top_k=self.config.logprobs_top_k)
                 for r in done
             ]
             return results, model.info()
@@ -308,11 +308,13 @@ class ModelRunner:
             render = functools.partial(render_chat, model.path)
             sampling = self.config.backtranslate_sampling.model_dump()
             requests = [
-                rows.backtranslate_request(row, render_chat=render, sampling_defaults=sampling)
+                serving_rows.backtranslate_request(
+                    row, render_chat=render, sampling_defaults=sampling
+                )
                 for row in rows
             ]
-            done = await rows.run_rows(requests, functools.partial(self._generate, model))
-            return [rows.finish_backtranslate(r) for r in done], {
+            done = await serving_rows.run_rows(requests, functools.partial(self._generate, model))
+            return [serving_rows.finish_backtranslate(r) for r in done], {
                 **model.info(),
                 "role": "backward",
             }
